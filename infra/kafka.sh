@@ -1,0 +1,383 @@
+#!/usr/bin/env bash
+# Single-node Apache Kafka 4.x (KRaft, combined broker+controller) from Maven Central jars.
+#
+#   infra/kafka.sh fetch                         resolve the jars into infra/kafka/.cache/lib (no-op if present)
+#   infra/kafka.sh start [--port P] [--controller-port C] [--data DIR]
+#                                                defaults 9092, 9093, <repo>/var/kafka; waits until ready
+#   infra/kafka.sh stop   [--data DIR]           SIGTERM, up to 30 s, then SIGKILL
+#   infra/kafka.sh status [--data DIR]           exit 0 running, 3 not running
+#   infra/kafka.sh topics [--port P] NAME[:PARTITIONS] ...   create topics idempotently
+#
+# Environment:
+#   KAFKA_VERSION    Kafka version to fetch (default: the one in infra/kafka/pom.xml)
+#   KAFKA_LIB_DIR    where the jars live (default infra/kafka/.cache/lib)
+#   KAFKA_HEAP_OPTS  default "-Xms256m -Xmx1g"
+#   KAFKA_JVM_OPTS   extra JVM flags
+#   KAFKA_START_TIMEOUT  seconds to wait for readiness (default 90)
+#   PYTHON           interpreter for the readiness probe / topic creation
+#                    (default <repo>/.venv/bin/python, else python3)
+#
+# Only needs bash, Java 17+, Maven (first fetch) and Python 3 (stdlib; kafka-python for
+# `topics`, with a fallback to the TopicCommand class from the jars).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+POM="$HERE/kafka/pom.xml"
+LOG4J_CONF="$HERE/kafka/log4j2.yaml"
+LIB_DIR="${KAFKA_LIB_DIR:-$HERE/kafka/.cache/lib}"
+DEFAULT_VERSION="$(sed -n 's|.*<kafka.version>\(.*\)</kafka.version>.*|\1|p' "$POM" | head -n1)"
+KAFKA_VERSION="${KAFKA_VERSION:-$DEFAULT_VERSION}"
+HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
+START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+
+if [[ -n "${PYTHON:-}" ]]; then :
+elif [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"
+else PYTHON="python3"; fi
+
+PORT=9092
+CONTROLLER_PORT=9093
+DATA="$ROOT/var/kafka"
+
+log() { echo "kafka.sh: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+abspath() { mkdir -p "$1" && (cd "$1" && pwd); }
+
+# ---------------------------------------------------------------- fetch
+have_jars() {
+    [[ -f "$LIB_DIR/.complete" ]] && [[ "$(cat "$LIB_DIR/.complete")" == "$KAFKA_VERSION" ]] \
+        && compgen -G "$LIB_DIR/kafka_2.13-$KAFKA_VERSION.jar" >/dev/null
+}
+
+cmd_fetch() {
+    if have_jars; then return 0; fi
+    command -v mvn >/dev/null || die "mvn not found (needed once, to fetch the Kafka jars)"
+    local parent tmp mvnlog t0
+    parent="$(dirname "$LIB_DIR")"
+    mkdir -p "$parent"
+    # resolve into a private dir, then swap it in: concurrent fetches never see half a dir
+    tmp="$(mktemp -d "$parent/.lib.tmp.XXXXXX")"
+    mvnlog="$tmp.mvn.log"
+    t0=$SECONDS
+    log "fetching Kafka $KAFKA_VERSION jars from Maven Central into $LIB_DIR ..."
+    if ! mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies \
+            -Dkafka.version="$KAFKA_VERSION" -Dkafka.lib.dir="$tmp" >"$mvnlog" 2>&1; then
+        cat "$mvnlog" >&2
+        rm -rf "$tmp" "$mvnlog"
+        die "maven could not resolve org.apache.kafka:kafka_2.13:$KAFKA_VERSION"
+    fi
+    rm -f "$mvnlog"
+    compgen -G "$tmp/kafka_2.13-$KAFKA_VERSION.jar" >/dev/null || { rm -rf "$tmp"; die "kafka jar missing after fetch"; }
+    echo "$KAFKA_VERSION" >"$tmp/.complete"
+    if have_jars; then rm -rf "$tmp"; return 0; fi   # somebody else won the race
+    rm -rf "$LIB_DIR.old"
+    [[ -e "$LIB_DIR" ]] && mv "$LIB_DIR" "$LIB_DIR.old"
+    mv "$tmp" "$LIB_DIR"
+    rm -rf "$LIB_DIR.old"
+    log "fetched $(find "$LIB_DIR" -name '*.jar' | wc -l) jars in $((SECONDS - t0)) s"
+}
+
+# ---------------------------------------------------------------- helpers
+parse_args() {
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+            --port) PORT="$2"; shift 2 ;;
+            --port=*) PORT="${1#*=}"; shift ;;
+            --controller-port) CONTROLLER_PORT="$2"; shift 2 ;;
+            --controller-port=*) CONTROLLER_PORT="${1#*=}"; shift ;;
+            --data) DATA="$2"; shift 2 ;;
+            --data=*) DATA="${1#*=}"; shift ;;
+            -h|--help) usage; exit 0 ;;
+            --) shift; ARGS+=("$@"); break ;;
+            -*) die "unknown option $1" ;;
+            *) ARGS+=("$1"); shift ;;
+        esac
+    done
+}
+
+pid_file() { echo "$DATA/kafka.pid"; }
+
+# pid of our broker if it is alive (and really is a Kafka JVM), else empty
+live_pid() {
+    local pf pid
+    pf="$(pid_file)"
+    [[ -f "$pf" ]] || return 0
+    pid="$(cat "$pf" 2>/dev/null || true)"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+    if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka'; then
+        echo "$pid"
+    fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Readiness probe: TCP connect + a Kafka Metadata (v4) request that must list >= 1 broker
+# (a broker only appears in metadata once registered and unfenced). Stdlib only.
+metadata_ok() {
+    "$PYTHON" - "$1" <<'PY' 2>/dev/null
+import socket, struct, sys
+port = int(sys.argv[1])
+try:
+    s = socket.create_connection(("127.0.0.1", port), timeout=3)
+    s.settimeout(3)
+    cid = b"coverwatch-probe"
+    # header v1: api_key=3 (Metadata), api_version=4, correlation_id, client_id
+    body = struct.pack(">hhih", 3, 4, 7, len(cid)) + cid
+    body += struct.pack(">i", -1) + b"\x00"          # topics=null (all), allow_auto_create=false
+    s.sendall(struct.pack(">i", len(body)) + body)
+    def read(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = s.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+    (size,) = struct.unpack(">i", read(4))
+    resp = read(size)
+    corr, _throttle, nbrokers = struct.unpack(">iii", resp[:12])
+    sys.exit(0 if corr == 7 and nbrokers >= 1 else 1)
+except Exception:
+    sys.exit(1)
+PY
+}
+
+ready() { port_open "$1" && metadata_ok "$1"; }
+
+configured_port() {
+    sed -n 's|^advertised.listeners=PLAINTEXT://[^:]*:\([0-9]*\).*|\1|p' "$DATA/server.properties" 2>/dev/null | head -n1
+}
+
+log_tail() {
+    local f
+    for f in "$DATA/logs/kafkaServer.out" "$DATA/logs/server.log"; do
+        [[ -s "$f" ]] || continue
+        echo "----- tail of $f -----" >&2
+        tail -n 40 "$f" >&2
+    done
+}
+
+write_properties() {
+    cat >"$DATA/server.properties" <<EOF
+# written by infra/kafka.sh start -- regenerated on every start, edit the script instead
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$DATA/data
+
+# single node: every internal topic has replication factor 1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=8
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+min.insync.replicas=1
+
+num.partitions=4
+default.replication.factor=1
+auto.create.topics.enable=true
+delete.topic.enable=true
+group.initial.rebalance.delay.ms=0
+
+# small footprint (2 cores): few threads, small segments, short retention
+num.network.threads=2
+num.io.threads=4
+background.threads=4
+num.recovery.threads.per.data.dir=1
+log.segment.bytes=16777216
+log.retention.hours=24
+log.retention.check.interval.ms=60000
+metadata.log.segment.bytes=8388608
+EOF
+}
+
+# ---------------------------------------------------------------- start
+cmd_start() {
+    parse_args "$@"
+    DATA="$(abspath "$DATA")"
+    mkdir -p "$DATA/logs" "$DATA/data"
+
+    local pid
+    pid="$(live_pid)"
+    if [[ -n "$pid" ]]; then
+        local cport; cport="$(configured_port)"
+        [[ -n "$cport" && "$cport" != "$PORT" ]] && \
+            die "a broker (pid $pid) already runs from $DATA on port $cport, not $PORT; stop it first"
+        if ready "$PORT"; then
+            log "already running (pid $pid) on 127.0.0.1:$PORT"
+            echo "127.0.0.1:$PORT"
+            return 0
+        fi
+        log "broker pid $pid is alive but not ready yet; waiting"
+    else
+        rm -f "$(pid_file)"
+        port_open "$PORT" && die "port $PORT is already in use by another process"
+        port_open "$CONTROLLER_PORT" && die "controller port $CONTROLLER_PORT is already in use"
+
+        cmd_fetch
+        command -v java >/dev/null || die "java not found (Java 17+ required)"
+        write_properties
+
+        local cp="$LIB_DIR/*"
+        local jvm=(java $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+                   -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError
+                   -Djava.awt.headless=true -Dfile.encoding=UTF-8
+                   -Dkafka.logs.dir="$DATA/logs"
+                   -Dlog4j2.configurationFile="$LOG4J_CONF"
+                   ${KAFKA_JVM_OPTS:-})
+
+        if [[ ! -f "$DATA/data/meta.properties" ]]; then
+            local cluster_id
+            cluster_id="$("$PYTHON" -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())')"
+            log "formatting storage in $DATA/data (cluster id $cluster_id)"
+            if ! "${jvm[@]}" -Xmx256m -cp "$cp" kafka.tools.StorageTool format \
+                    -t "$cluster_id" -c "$DATA/server.properties" --ignore-formatted \
+                    >"$DATA/logs/format.log" 2>&1; then
+                cat "$DATA/logs/format.log" >&2
+                die "storage format failed"
+            fi
+        fi
+
+        # stdin/stdout/stderr detached from the caller, so a caller's subprocess pipes close
+        nohup "${jvm[@]}" -cp "$cp" kafka.Kafka "$DATA/server.properties" \
+            </dev/null >>"$DATA/logs/kafkaServer.out" 2>&1 &
+        pid=$!
+        echo "$pid" >"$(pid_file)"
+        log "started broker pid $pid (logs in $DATA/logs), waiting for 127.0.0.1:$PORT"
+    fi
+
+    local deadline=$((SECONDS + START_TIMEOUT)) t0=$SECONDS
+    while :; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log_tail
+            rm -f "$(pid_file)"
+            die "broker exited during startup"
+        fi
+        if ready "$PORT"; then break; fi
+        if (( SECONDS >= deadline )); then
+            log_tail
+            log "not ready after ${START_TIMEOUT}s; killing pid $pid"
+            kill -9 "$pid" 2>/dev/null || true
+            rm -f "$(pid_file)"
+            exit 1
+        fi
+        sleep 0.3
+    done
+    log "ready on 127.0.0.1:$PORT after $((SECONDS - t0)) s (pid $pid)"
+    echo "127.0.0.1:$PORT"
+}
+
+# ---------------------------------------------------------------- stop / status
+cmd_stop() {
+    parse_args "$@"
+    DATA="$(cd "$DATA" 2>/dev/null && pwd || echo "$DATA")"
+    local pid
+    pid="$(live_pid)"
+    if [[ -z "$pid" ]]; then
+        rm -f "$(pid_file)"
+        log "not running ($DATA)"
+        return 0
+    fi
+    log "stopping broker pid $pid"
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 30))
+    while kill -0 "$pid" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "still alive after 30 s; SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    fi
+    rm -f "$(pid_file)"
+    log "stopped"
+}
+
+cmd_status() {
+    parse_args "$@"
+    DATA="$(cd "$DATA" 2>/dev/null && pwd || echo "$DATA")"
+    local pid port
+    pid="$(live_pid)"
+    port="$(configured_port)"
+    if [[ -n "$pid" ]]; then
+        if [[ -n "$port" ]] && ready "$port"; then
+            echo "running pid=$pid bootstrap=127.0.0.1:$port data=$DATA"
+        else
+            echo "starting pid=$pid port=${port:-?} data=$DATA (not ready)"
+        fi
+        return 0
+    fi
+    echo "not running (data=$DATA)"
+    return 3
+}
+
+# ---------------------------------------------------------------- topics
+cmd_topics() {
+    local port_given=0
+    for a in "$@"; do [[ "$a" == --port* ]] && port_given=1; done
+    parse_args "$@"
+    if (( port_given == 0 )) && [[ -f "$DATA/server.properties" ]] && [[ -n "$(live_pid)" ]]; then
+        PORT="$(configured_port)"
+    fi
+    [[ ${#ARGS[@]} -gt 0 ]] || die "usage: kafka.sh topics [--port P] NAME[:PARTITIONS] ..."
+    if "$PYTHON" -c 'import kafka.admin' 2>/dev/null; then
+        "$PYTHON" - "127.0.0.1:$PORT" "${ARGS[@]}" <<'PY'
+import sys
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+bootstrap, specs = sys.argv[1], sys.argv[2:]
+admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="coverwatch-topics")
+try:
+    existing = set(admin.list_topics())
+    todo = []
+    for spec in specs:
+        name, _, parts = spec.partition(":")
+        if name in existing:
+            print(f"exists  {name}")
+            continue
+        todo.append(NewTopic(name=name, num_partitions=int(parts or 4), replication_factor=1))
+    for t in todo:
+        try:
+            admin.create_topics([t])
+            print(f"created {t.name} ({t.num_partitions} partitions)")
+        except TopicAlreadyExistsError:
+            print(f"exists  {t.name}")
+finally:
+    admin.close()
+PY
+    else
+        cmd_fetch
+        local spec name parts
+        for spec in "${ARGS[@]}"; do
+            name="${spec%%:*}"; parts=4
+            [[ "$spec" == *:* ]] && parts="${spec#*:}"
+            java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+                -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="${TMPDIR:-/tmp}" \
+                -cp "$LIB_DIR/*" org.apache.kafka.tools.TopicCommand \
+                --bootstrap-server "127.0.0.1:$PORT" --create --if-not-exists \
+                --topic "$name" --partitions "$parts" --replication-factor 1
+        done
+    fi
+}
+
+# ---------------------------------------------------------------- main
+ARGS=()
+cmd="${1:-}"
+[[ $# -gt 0 ]] && shift
+case "$cmd" in
+    fetch)  parse_args "$@"; cmd_fetch ;;
+    start)  cmd_start "$@" ;;
+    stop)   cmd_stop "$@" ;;
+    status) cmd_status "$@" ;;
+    topics) cmd_topics "$@" ;;
+    -h|--help|help|"") usage ;;
+    *) usage; die "unknown command: $cmd" ;;
+esac

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# `make run`: local Kafka + worker + embedded ClickHouse + live demo traffic with alerts.
+# Ctrl-C stops everything this script started (a broker that was already running stays up).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+PORT=${KAFKA_PORT:-9092}
+export KAFKA_BOOTSTRAP=${KAFKA_BOOTSTRAP:-127.0.0.1:$PORT}
+export COVERWATCH_WEB_PORT=${COVERWATCH_WEB_PORT:-6066}
+mkdir -p var
+
+started_kafka=0
+if ! bash infra/kafka.sh status --data var/kafka >/dev/null 2>&1; then
+  bash infra/kafka.sh start --port "$PORT" --controller-port $((PORT + 1)) --data var/kafka
+  started_kafka=1
+fi
+bash infra/kafka.sh topics --port "$PORT" api-logs:4 api-logs-dlq:1 alerts:1 coverwatch-events:4
+
+worker_pid=""
+cleanup() {
+  trap - INT TERM EXIT
+  echo; echo "stopping..."
+  [ -n "$worker_pid" ] && kill "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null || true
+  [ "$started_kafka" = 1 ] && bash infra/kafka.sh stop --data var/kafka || true
+}
+trap cleanup INT TERM EXIT
+
+$BIN/coverwatch worker --loglevel warning > var/worker.log 2>&1 &
+worker_pid=$!
+echo "worker started (pid $worker_pid, log var/worker.log); waiting for it..."
+for _ in $(seq 1 120); do
+  if curl -sf "http://127.0.0.1:$COVERWATCH_WEB_PORT/metrics" >/dev/null 2>&1; then break; fi
+  kill -0 "$worker_pid" 2>/dev/null || { echo "worker died:"; tail -30 var/worker.log; exit 1; }
+  sleep 1
+done
+cat <<MSG
+
+coverwatch is running: Kafka at $KAFKA_BOOTSTRAP, ClickHouse embedded under var/clickhouse.
+While it runs, query ClickHouse through the worker from another shell:
+  .venv/bin/coverwatch top
+  .venv/bin/coverwatch query "SELECT tenant_id, count() FROM coverwatch.events GROUP BY tenant_id ORDER BY 2 DESC LIMIT 10"
+  curl -s localhost:$COVERWATCH_WEB_PORT/metrics
+Streaming demo traffic now; alerts print below as they arrive. Ctrl-C stops everything.
+
+MSG
+$BIN/coverwatch demo

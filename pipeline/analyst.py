@@ -1,0 +1,121 @@
+"""Analyst commands: read-only SQL, ``top`` and ``tenant``.
+
+The embedded engine can be opened by one process at a time, so while a worker runs these go
+through its read-only ``/query`` endpoint; otherwise (or with a ClickHouse server) they
+query directly. Either way the query runs with ``readonly=1``: nothing can be dropped.
+"""
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+
+import orjson
+
+from pipeline.settings import Settings
+
+
+def _via_worker(s: Settings, sql: str, parameters: dict | None):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{s.web_port}/query/",
+        data=orjson.dumps({"sql": sql, "parameters": parameters or {}}),
+        headers={"Content-Type": "application/json",
+                 **({"Authorization": f"Bearer {s.query_token}"} if s.query_token else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            body = orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = orjson.loads(exc.read() or b"{}")
+        raise SystemExit(f"query failed: {body.get('error', exc)}") from None
+    return body["columns"], body["rows"]
+
+
+def run_query(s: Settings, sql: str, parameters: dict | None = None):
+    """(columns, rows) of one read-only query, through the worker when it holds the engine."""
+    if s.embedded_clickhouse:
+        try:
+            return _via_worker(s, sql, parameters)
+        except (urllib.error.URLError, ConnectionError):
+            pass  # no worker running: open the embedded engine ourselves
+    from pipeline.sinks.clickhouse import ClickHouseSink
+    try:
+        return ClickHouseSink(s.clickhouse_dsn).query(sql, parameters)
+    except Exception as exc:  # noqa: BLE001 - show the analyst ClickHouse's own message
+        raise SystemExit(f"query failed: {str(exc)[:2000]}") from None
+
+
+def print_table(columns, rows, fmt: str = "table", out=sys.stdout) -> None:
+    if fmt == "json":
+        for r in rows:
+            out.write(orjson.dumps(dict(zip(columns, r)), default=str).decode() + "\n")
+        return
+    cells = [[str(c) for c in columns]] + [[_fmt(v) for v in r] for r in rows]
+    if fmt == "tsv":
+        for r in cells:
+            out.write("\t".join(r) + "\n")
+        return
+    widths = [min(max(len(r[i]) for r in cells), 80) for i in range(len(columns))]
+    for j, r in enumerate(cells):
+        out.write("  ".join(v[:80].ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
+        if j == 0:
+            out.write("  ".join("-" * w for w in widths) + "\n")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+TOP_SQL = """
+SELECT tenant_id, count() AS alerts, max(score) AS max_score,
+       argMax(severity, score) AS severity, argMax(detector, score) AS detector,
+       argMax(summary, score) AS why, max(ts) AS last_alert
+FROM coverwatch.alerts FINAL
+WHERE ts >= (SELECT max(ts) FROM coverwatch.alerts) - INTERVAL {hours:UInt32} HOUR
+GROUP BY tenant_id
+ORDER BY severity = 'critical' DESC, max_score DESC
+LIMIT {limit:UInt32}
+"""
+
+TENANT_SQL = """
+SELECT toStartOfHour(minute) AS hour, uniqExactMerge(queries) AS queries,
+       uniqMerge(cells) AS cells, sum(novel) AS novel, max(max_score) AS max_score,
+       max(max_drift) AS max_drift
+FROM coverwatch.tenant_minutes
+WHERE tenant_id = {tenant:String}
+GROUP BY hour ORDER BY hour
+"""
+
+TENANT_ALERTS_SQL = """
+SELECT ts, severity, detector, round(score, 2) AS score, summary
+FROM coverwatch.alerts FINAL WHERE tenant_id = {tenant:String} ORDER BY ts
+"""
+
+
+def add_top_arguments(p) -> None:
+    p.add_argument("--hours", type=int, default=24, help="window before the newest alert")
+    p.add_argument("--limit", type=int, default=20)
+
+
+def run_top(args) -> int:
+    s = Settings.from_env()
+    print_table(*run_query(s, TOP_SQL, {"hours": args.hours, "limit": args.limit}))
+    return 0
+
+
+def add_tenant_arguments(p) -> None:
+    p.add_argument("tenant_id")
+    p.add_argument("--plot", help="write its coverage-growth curve to this PNG")
+
+
+def run_tenant(args) -> int:
+    s = Settings.from_env()
+    columns, rows = run_query(s, TENANT_SQL, {"tenant": args.tenant_id})
+    if not rows:
+        print(f"no events for tenant {args.tenant_id!r}", file=sys.stderr)
+        return 1
+    print_table(columns, rows)
+    print()
+    print_table(*run_query(s, TENANT_ALERTS_SQL, {"tenant": args.tenant_id}))
+    return 0

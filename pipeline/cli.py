@@ -1,0 +1,124 @@
+"""``coverwatch``: the command line. Builds one Settings object and hands it to a driver."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import import_module
+
+from pipeline.settings import Settings
+
+# Subcommands implemented elsewhere: name -> (module, help). Each module provides
+# ``add_arguments(parser)`` and ``run(args) -> int``; imported only when used.
+PLUGINS = {
+    "simulate": ("pipeline.simulate.cli", "generate realistic labelled traffic (JSONL)"),
+    "demo": ("pipeline.demo", "stream live demo traffic into Kafka and print alerts"),
+    "top": ("pipeline.analyst", "riskiest tenants now, with why"),
+    "tenant": ("pipeline.analyst", "one tenant's history"),
+}
+BENCHES = {
+    "detect": ("pipeline.bench.detect", "detection quality: ours vs baselines"),
+    "embed": ("pipeline.bench.embedding", "text embedder speed and recall@10 vs MiniLM"),
+}
+
+
+def _worker(args, settings: Settings) -> int:
+    from pipeline.stream.app import run_worker
+    sys.argv = [sys.argv[0]]  # faust parses sys.argv itself
+    run_worker(settings, loglevel=args.loglevel)
+    return 0
+
+
+def _replay(args, settings: Settings) -> int:
+    from pipeline.replay import replay, write_alerts
+    r = replay(args.files, settings, clickhouse=not args.no_clickhouse, batch=args.batch,
+               progress=sys.stderr.isatty())
+    if args.alerts_out:
+        write_alerts(r.alerts, args.alerts_out)
+    rejected = sum(r.rejected.values())
+    print(f"replayed {r.events:,} events ({r.duplicates:,} duplicates dropped, {rejected:,} "
+          f"rejected{': ' + dict(r.rejected).__repr__() if rejected else ''}) in "
+          f"{r.seconds:.1f} s; {len(r.alerts)} alerts", file=sys.stderr)
+    return 0
+
+
+def _produce(args, settings: Settings) -> int:
+    from pipeline.kafka_io import produce_files
+    n = produce_files(args.files, settings, topic=args.topic or settings.topic_logs)
+    print(f"produced {n:,} messages to {args.topic or settings.topic_logs}", file=sys.stderr)
+    return 0
+
+
+def _query(args, settings: Settings) -> int:
+    from pipeline.analyst import print_table, run_query
+    columns, rows = run_query(settings, args.sql)
+    print_table(columns, rows, fmt=args.format)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="coverwatch", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("worker", help="the streaming worker (Faust)")
+    w.add_argument("--loglevel", default="info")
+    w.set_defaults(func=_worker)
+
+    r = sub.add_parser("replay", help="run the detector offline over JSONL(.gz) logs")
+    r.add_argument("files", nargs="+")
+    r.add_argument("--alerts-out", help="write alerts as JSONL here")
+    r.add_argument("--no-clickhouse", action="store_true", help="do not write to ClickHouse")
+    r.add_argument("--batch", type=int, default=5_000)
+    r.set_defaults(func=_replay)
+
+    pr = sub.add_parser("produce", help="load JSONL(.gz) logs into Kafka")
+    pr.add_argument("files", nargs="+")
+    pr.add_argument("--topic", default=None, help="default: $TOPIC_API_LOGS or api-logs")
+    pr.set_defaults(func=_produce)
+
+    q = sub.add_parser("query", help="read-only SQL against ClickHouse")
+    q.add_argument("sql")
+    q.add_argument("--format", choices=["table", "json", "tsv"], default="table")
+    q.set_defaults(func=_query)
+
+    for name, (module, help_) in PLUGINS.items():
+        sp = sub.add_parser(name, help=help_)
+        sp.set_defaults(plugin=module, plugin_name=name)
+        _add_plugin_args(module, sp, name)
+
+    b = sub.add_parser("bench", help="benchmarks (print tables, write JSON)")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    for name, (module, help_) in BENCHES.items():
+        sp = bsub.add_parser(name, help=help_)
+        sp.set_defaults(plugin=module, plugin_name=name)
+        _add_plugin_args(module, sp, name)
+    return p
+
+
+def _add_plugin_args(module: str, parser: argparse.ArgumentParser, name: str) -> None:
+    try:
+        mod = import_module(module)
+    except ImportError as exc:
+        parser.set_defaults(plugin_error=f"{name} is unavailable: {exc}")
+        return
+    adder = getattr(mod, f"add_{name}_arguments", None) or getattr(mod, "add_arguments")
+    adder(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "plugin_error", None):
+        print(args.plugin_error, file=sys.stderr)
+        return 2
+    if hasattr(args, "plugin"):
+        mod = import_module(args.plugin)
+        runner = getattr(mod, f"run_{args.plugin_name}", None) or getattr(mod, "run")
+        return runner(args)
+    return args.func(args, Settings.from_env())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The API-log event contract: parse raw bytes, validate, normalise.
+
+Everything that reaches the detector went through :func:`parse_event`. A message that is
+not a valid event raises :class:`Rejected` with a machine-readable ``reason`` code, which
+the shell sends to the dead-letter topic together with the original bytes. Validation is
+written out by hand (not a JSON-Schema engine) because it runs on every message; the schema
+file ``schemas/api_log.schema.json`` documents the same rules and a test keeps the two in
+step.
+
+>>> e = parse_event(b'{"event_id": "e1", "ts": "2026-01-01T10:00:00+02:00", "tenant_id": "t"}')
+>>> e.ts_ms, e.ts_iso()
+(1767254400000, '2026-01-01T08:00:00.000Z')
+>>> parse_event(b'{"event_id": "e1"}')
+Traceback (most recent call last):
+...
+pipeline.contracts.events.Rejected: missing_field: tenant_id
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import orjson
+
+MAX_EVENT_BYTES = 1_048_576
+MAX_METADATA_BYTES = 16_384
+MAX_STRING_CHARS = 1_024
+# Event time outside these bounds is a producer bug, not traffic: 2000-01-01 .. 2100-01-01.
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MIN_TS_MS = 946_684_800_000
+MAX_TS_MS = 4_102_444_800_000
+
+REASONS = (
+    "oversized", "not_utf8", "invalid_json", "not_object", "missing_field", "wrong_type",
+    "out_of_range", "bad_timestamp", "embedding_dim", "embedding_value", "metadata_too_large",
+)
+
+
+class Rejected(ValueError):
+    """A message that is not a valid event; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class Event:
+    """A validated API-log event, timestamps normalised to UTC epoch milliseconds."""
+
+    event_id: str
+    ts_ms: int
+    tenant_id: str
+    api_key_id: str | None = None
+    model: str | None = None
+    endpoint: str | None = None
+    prompt: str | None = None
+    embedding: np.ndarray | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_ms: float | None = None
+    status: int | None = None
+    client_ip: str | None = None
+    user_agent: str | None = None
+    metadata: dict | None = None
+    extra: dict = field(default_factory=dict)  # shell-owned: source topic/partition/offset
+
+    def ts_iso(self) -> str:
+        return ms_to_iso(self.ts_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The normalised event as contract JSON (``ts`` as RFC 3339 UTC)."""
+        d: dict[str, Any] = {"event_id": self.event_id, "ts": self.ts_iso(),
+                             "tenant_id": self.tenant_id}
+        for name in _OPTIONAL:
+            v = getattr(self, name)
+            if v is not None:
+                d[name] = v.tolist() if name == "embedding" else v
+        return d
+
+
+_OPTIONAL = ("api_key_id", "model", "endpoint", "prompt", "embedding", "input_tokens",
+             "output_tokens", "latency_ms", "status", "client_ip", "user_agent", "metadata")
+
+
+def ms_to_iso(ts_ms: int) -> str:
+    dt = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+
+
+def parse_ts(value: Any) -> int:
+    """RFC 3339 string or integer epoch milliseconds -> UTC epoch milliseconds."""
+    if isinstance(value, bool):
+        raise Rejected("wrong_type", "ts must be an RFC 3339 string or integer epoch ms")
+    if isinstance(value, int):
+        ms = value
+    elif isinstance(value, str):
+        s = value.strip()
+        if s.endswith(("Z", "z")):
+            s = s[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(s)
+        except ValueError:
+            raise Rejected("bad_timestamp", f"not RFC 3339: {value[:64]!r}") from None
+        if dt.tzinfo is None:
+            raise Rejected("bad_timestamp", "RFC 3339 timestamp needs an offset or Z")
+        ms = (dt - _EPOCH) // timedelta(milliseconds=1)
+    else:
+        raise Rejected("wrong_type", "ts must be an RFC 3339 string or integer epoch ms")
+    if not MIN_TS_MS <= ms < MAX_TS_MS:
+        raise Rejected("out_of_range", f"ts {ms} outside 2000..2100")
+    return ms
+
+
+def _string(obj: dict, name: str, *, required: bool = False, max_len: int = MAX_STRING_CHARS):
+    v = obj.get(name)
+    if v is None:
+        if required:
+            raise Rejected("missing_field", name)
+        return None
+    if not isinstance(v, str):
+        raise Rejected("wrong_type", f"{name} must be a string")
+    if (required and not v) or len(v) > max_len:
+        raise Rejected("out_of_range", f"{name} length {len(v)} not in 1..{max_len}")
+    return v
+
+
+def _count(obj: dict, name: str) -> int | None:
+    v = obj.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise Rejected("wrong_type", f"{name} must be an integer")
+    if not 0 <= v < 2**31:
+        raise Rejected("out_of_range", f"{name} must be in 0..2^31")
+    return v
+
+
+def _embedding(v: Any, dim: int | None) -> np.ndarray:
+    if not isinstance(v, list):
+        raise Rejected("wrong_type", "embedding must be an array of numbers")
+    if not v or (dim and len(v) != dim):
+        raise Rejected("embedding_dim", f"embedding has {len(v)} values, deployment uses {dim}")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = np.asarray(v, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise Rejected("embedding_value", "embedding must contain only numbers") from None
+    if arr.ndim != 1 or any(type(x) is bool for x in v):
+        raise Rejected("embedding_value", "embedding must be a flat array of numbers")
+    if not np.isfinite(arr).all():
+        raise Rejected("embedding_value", "embedding contains NaN/Inf or values beyond float32")
+    return arr
+
+
+def validate(obj: Any, *, embedding_dim: int | None = 384) -> Event:
+    """Validate a decoded JSON value against the contract; unknown fields are ignored."""
+    if not isinstance(obj, dict):
+        raise Rejected("not_object", f"top-level JSON is {type(obj).__name__}, not an object")
+    event_id = _string(obj, "event_id", required=True, max_len=128)
+    tenant_id = _string(obj, "tenant_id", required=True, max_len=256)
+    if "ts" not in obj or obj["ts"] is None:
+        raise Rejected("missing_field", "ts")
+    ts_ms = parse_ts(obj["ts"])
+    emb = obj.get("embedding")
+    latency = obj.get("latency_ms")
+    if latency is not None:
+        if isinstance(latency, bool) or not isinstance(latency, (int, float)):
+            raise Rejected("wrong_type", "latency_ms must be a number")
+        if not (math.isfinite(latency) and 0 <= latency < 1e9):
+            raise Rejected("out_of_range", "latency_ms must be finite and >= 0")
+    status = obj.get("status")
+    if status is not None and (isinstance(status, bool) or not isinstance(status, int)):
+        raise Rejected("wrong_type", "status must be an integer")
+    if status is not None and not 0 <= status < 1000:
+        raise Rejected("out_of_range", "status must be an HTTP status code")
+    meta = obj.get("metadata")
+    if meta is not None:
+        if not isinstance(meta, dict):
+            raise Rejected("wrong_type", "metadata must be an object")
+        if len(orjson.dumps(meta)) > MAX_METADATA_BYTES:
+            raise Rejected("metadata_too_large", f"metadata over {MAX_METADATA_BYTES} bytes")
+    return Event(
+        event_id=event_id,
+        ts_ms=ts_ms,
+        tenant_id=tenant_id,
+        api_key_id=_string(obj, "api_key_id", max_len=256),
+        model=_string(obj, "model"),
+        endpoint=_string(obj, "endpoint"),
+        prompt=_string(obj, "prompt", max_len=MAX_EVENT_BYTES),
+        embedding=None if emb is None else _embedding(emb, embedding_dim),
+        input_tokens=_count(obj, "input_tokens"),
+        output_tokens=_count(obj, "output_tokens"),
+        latency_ms=None if latency is None else float(latency),
+        status=status,
+        client_ip=_string(obj, "client_ip", max_len=64),
+        user_agent=_string(obj, "user_agent"),
+        metadata=meta,
+    )
+
+
+def parse_event(raw: bytes, *, embedding_dim: int | None = 384,
+                max_bytes: int = MAX_EVENT_BYTES) -> Event:
+    """Bytes of one message (or JSONL line) -> :class:`Event`, or raise :class:`Rejected`."""
+    if len(raw) > max_bytes:
+        raise Rejected("oversized", f"{len(raw)} bytes > limit {max_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise Rejected("not_utf8", "message is not valid UTF-8") from None
+        raise Rejected("invalid_json", str(exc)[:200]) from None
+    return validate(obj, embedding_dim=embedding_dim)

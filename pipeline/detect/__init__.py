@@ -1,0 +1,8 @@
+"""The detector core: plain Python, no I/O, driven identically by the worker, replay and benchmarks.
+
+Every detector follows one small protocol (see :class:`pipeline.detect.base.Detector`):
+``update(event) -> Scored`` learns from one event and returns what the shell needs (the
+event's locality cell, its scores, and any alerts), and ``dump``/``load`` move per-tenant
+state in and out so the shell can checkpoint it.
+"""
+DETECTOR_VERSION = "0.1.0"

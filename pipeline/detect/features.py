@@ -1,0 +1,215 @@
+"""Per-tenant state, its per-event update and the window summary it emits every W events.
+
+The state is a small slotted dataclass of bitmaps, a ring of recent SimHash codes and
+window counters (a few KB; :func:`state_bytes` measures it). :func:`observe` folds one
+event in; :func:`summarise` turns the current window into a feature vector and starts the
+next window. Nothing here knows about other tenants: population scoring lives in
+:mod:`pipeline.detect.population`.
+
+Features of one window (all in [0, 1] except where noted; NaN when the window had no
+event carrying the signal):
+
+- ``nov8``/``nov12``/``nov14``: share of queries landing in a locality cell (8/12/14-bit
+  sign-projection cells) the tenant had never reached before: coverage growth.
+- ``near``: share of queries within a few bits (SimHash) of one of the tenant's recent
+  queries without being an exact repeat: templated near-duplicates.
+- ``nn``: mean SimHash distance to the nearest recent query, as a fraction of 64 bits
+  (PRADA's nearest-neighbour signal over a 32-query ring).
+- ``tmpl``: share of new prompts whose head or tail skeleton the tenant used before.
+- ``cot``: share of prompts asking for chain-of-thought.
+- ``newp``: share of prompts the tenant never sent before (exact text).
+- ``out_tok``: mean log output tokens, scaled by log(8192).
+- ``regular``: 1 - coefficient of variation of inter-arrival times (1 = clockwork).
+- ``rate``: log10(1 + queries per hour) / 5.
+- ``growth``: log(distinct 12-bit cells) / log(queries with vectors), cumulative.
+- ``drift``: rise of the novelty rate against the tenant's own past (ADWIN-confirmed).
+"""
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass, field
+
+from river.drift import ADWIN
+
+from pipeline.detect.text_signals import exact_hash, is_cot, skeletons
+
+FEATURES = ("nov8", "nov12", "nov14", "near", "nn", "tmpl", "cot", "newp", "out_tok",
+            "regular", "rate", "growth", "drift")
+RING = 32
+MINHASH_K = 16
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+NAN = float("nan")
+
+
+def _new_adwin() -> ADWIN:
+    return ADWIN(delta=0.002, clock=16, min_window_length=8, grace_period=32)
+
+
+@dataclass(slots=True)
+class TenantState:
+    n: int = 0                 # events seen
+    nv: int = 0                # events with a vector
+    npr: int = 0               # events with a prompt
+    distinct12: int = 0
+    last_ts: int = -1
+    seen8: bytearray = field(default_factory=lambda: bytearray(32))
+    seen12: bytearray = field(default_factory=lambda: bytearray(512))
+    seen14: bytearray = field(default_factory=lambda: bytearray(2048))
+    sk_seen: bytearray = field(default_factory=lambda: bytearray(512))    # 4096-bit
+    ex_seen: bytearray = field(default_factory=lambda: bytearray(1024))   # 8192-bit
+    ring: list = field(default_factory=list)
+    ring_pos: int = 0
+    minhash: list = field(default_factory=list)   # bottom-k hashes of 14-bit cells
+    adwin: ADWIN = field(default_factory=_new_adwin)
+    nov_slow: float = 1.0      # slow EWMA of the 12-bit novelty indicator
+    drift_level: float = 0.0   # last ADWIN-confirmed rise of novelty over its slow mean
+    # window counters
+    w_n: int = 0
+    w_v: int = 0
+    w_p: int = 0
+    w_nov8: int = 0
+    w_nov12: int = 0
+    w_nov14: int = 0
+    w_near: int = 0
+    w_dist: int = 0
+    w_tmpl: int = 0
+    w_cot: int = 0
+    w_newp: int = 0
+    w_tok_n: int = 0
+    w_tok: float = 0.0
+    w_first_ts: int = -1
+    w_dt_n: int = 0
+    w_dt: float = 0.0
+    w_dt2: float = 0.0
+    windows: int = 0
+    # alert policy
+    smooth: float = 0.0
+    alerting: bool = False
+    episode: int = 0
+    quiet_until: int = 0
+    last_fired: str = ""
+
+
+def _test_set(bm: bytearray, i: int) -> bool:
+    """Set bit ``i``; return True when it was not set before."""
+    byte, bit = i >> 3, 1 << (i & 7)
+    if bm[byte] & bit:
+        return False
+    bm[byte] |= bit
+    return True
+
+
+def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
+            out_tokens: int | None, near_bits: int) -> tuple[int, bool]:
+    """Fold one event into the state; returns (12-bit cell + 1 or 0, novel at 12 bits)."""
+    s.n += 1
+    s.w_n += 1
+    if s.w_first_ts < 0:
+        s.w_first_ts = ts_ms
+    elif s.last_ts >= 0:
+        dt = max(ts_ms - s.last_ts, 0) / 1000.0
+        s.w_dt_n += 1
+        s.w_dt += dt
+        s.w_dt2 += dt * dt
+    s.last_ts = ts_ms
+    if out_tokens is not None:
+        s.w_tok_n += 1
+        s.w_tok += math.log1p(out_tokens)
+    cell, novel = 0, False
+    if code is not None:
+        s.nv += 1
+        s.w_v += 1
+        c12 = code & 0xFFF
+        cell = c12 + 1
+        if _test_set(s.seen8, code & 0xFF):
+            s.w_nov8 += 1
+        novel = _test_set(s.seen12, c12)
+        if novel:
+            s.w_nov12 += 1
+            s.distinct12 += 1
+        if _test_set(s.seen14, code & 0x3FFF):
+            s.w_nov14 += 1
+            h = ((code & 0x3FFF) * _GOLDEN) & _MASK64
+            mh = s.minhash
+            if len(mh) < MINHASH_K:
+                mh.append(h)
+                mh.sort()
+            elif h < mh[-1]:
+                mh[-1] = h
+                mh.sort()
+        ring = s.ring
+        if ring:
+            d = min([(code ^ r).bit_count() for r in ring])
+            s.w_dist += d
+            if 0 < d <= near_bits:
+                s.w_near += 1
+        if len(ring) < RING:
+            ring.append(code)
+        else:
+            ring[s.ring_pos] = code
+            s.ring_pos = (s.ring_pos + 1) % RING
+        x = 1.0 if novel else 0.0
+        s.nov_slow += 0.01 * (x - s.nov_slow)
+        a = s.adwin
+        a.update(x)
+        if a.drift_detected:
+            rise = a.estimation - s.nov_slow
+            s.drift_level = rise if rise > 0 else 0.0
+            if rise <= 0:
+                s.nov_slow = a.estimation
+    if prompt:
+        s.npr += 1
+        s.w_p += 1
+        if is_cot(prompt):
+            s.w_cot += 1
+        new = _test_set(s.ex_seen, exact_hash(prompt) & 0x1FFF)
+        head, tail = skeletons(prompt)
+        seen_head = not _test_set(s.sk_seen, head & 0xFFF)
+        seen_tail = not _test_set(s.sk_seen, tail & 0xFFF) if tail != 0 else False
+        if new:
+            s.w_newp += 1
+            if seen_head or seen_tail:
+                s.w_tmpl += 1
+    return cell, novel
+
+
+def summarise(s: TenantState) -> dict[str, float]:
+    """Features of the current window (see module doc); resets the window counters."""
+    v, p = s.w_v, s.w_p
+    f = dict.fromkeys(FEATURES, NAN)
+    if v:
+        f["nov8"] = s.w_nov8 / v
+        f["nov12"] = s.w_nov12 / v
+        f["nov14"] = s.w_nov14 / v
+        f["near"] = s.w_near / v
+        f["nn"] = s.w_dist / (64.0 * v)
+        f["drift"] = s.drift_level
+        if s.nv >= 2:
+            f["growth"] = math.log(max(s.distinct12, 1)) / math.log(s.nv)
+    if p:
+        f["tmpl"] = s.w_tmpl / p
+        f["cot"] = s.w_cot / p
+        f["newp"] = s.w_newp / p
+    if s.w_tok_n:
+        f["out_tok"] = min(s.w_tok / s.w_tok_n / math.log(8192.0), 1.0)
+    if s.w_dt_n >= 2:
+        mean = s.w_dt / s.w_dt_n
+        var = max(s.w_dt2 / s.w_dt_n - mean * mean, 0.0)
+        cv = math.sqrt(var) / mean if mean > 0 else 0.0
+        f["regular"] = max(0.0, 1.0 - cv)
+        span_h = max(s.last_ts - s.w_first_ts, 1) / 3_600_000
+        f["rate"] = min(math.log10(1.0 + s.w_n / span_h) / 5.0, 1.0)
+    s.drift_level *= 0.5
+    s.windows += 1
+    s.w_n = s.w_v = s.w_p = s.w_nov8 = s.w_nov12 = s.w_nov14 = s.w_near = 0
+    s.w_dist = s.w_tmpl = s.w_cot = s.w_newp = s.w_tok_n = s.w_dt_n = 0
+    s.w_tok = s.w_dt = s.w_dt2 = 0.0
+    s.w_first_ts = -1
+    return f
+
+
+def state_bytes(s: TenantState) -> int:
+    """Serialised size of one tenant's state."""
+    return len(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL))

@@ -1,0 +1,87 @@
+"""One frozen settings object, built once from the environment by the CLI and passed down.
+
+Nothing below ``pipeline/`` reads the environment except :meth:`Settings.from_env`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _int(env, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "localhost:9092"
+    # Kafka security: PLAINTEXT by default; SASL/SSL settings come from configuration only.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""
+    clickhouse_dsn: str = f"chdb://{REPO_ROOT / 'var' / 'clickhouse'}"
+    topic_logs: str = "api-logs"
+    topic_dlq: str = "api-logs-dlq"
+    topic_alerts: str = "alerts"
+    topic_events: str = "coverwatch-events"       # validated events, keyed by tenant
+    partitions: int = 4
+    embedding_dim: int = 384
+    embedder: str = "hashing"
+    app_id: str = "coverwatch"
+    data_dir: str = str(REPO_ROOT / "var" / "worker")
+    web_port: int = 6066
+    query_token: str = ""           # required on the worker's read-only query endpoint if set
+    store_prompts: str = "none"     # none | hash | text
+    prompt_salt: str = ""
+    sink_batch: int = 5_000
+    sink_within_s: float = 1.0
+    retention_days: int = 30
+    detector: str = "coverwatch"
+
+    @classmethod
+    def from_env(cls, env=None, **overrides) -> Settings:
+        env = os.environ if env is None else env
+        d = cls()
+        s = cls(
+            kafka_bootstrap=env.get("KAFKA_BOOTSTRAP", d.kafka_bootstrap),
+            kafka_security_protocol=env.get("KAFKA_SECURITY_PROTOCOL", d.kafka_security_protocol),
+            kafka_sasl_mechanism=env.get("KAFKA_SASL_MECHANISM", ""),
+            kafka_sasl_username=env.get("KAFKA_SASL_USERNAME", ""),
+            kafka_sasl_password=env.get("KAFKA_SASL_PASSWORD", ""),
+            kafka_ssl_cafile=env.get("KAFKA_SSL_CAFILE", ""),
+            clickhouse_dsn=env.get("CLICKHOUSE_DSN", d.clickhouse_dsn),
+            topic_logs=env.get("TOPIC_API_LOGS", d.topic_logs),
+            topic_dlq=env.get("TOPIC_DLQ", d.topic_dlq),
+            topic_alerts=env.get("TOPIC_ALERTS", d.topic_alerts),
+            topic_events=env.get("TOPIC_EVENTS", d.topic_events),
+            partitions=_int(env, "TOPIC_PARTITIONS", d.partitions),
+            embedding_dim=_int(env, "EMBEDDING_DIM", d.embedding_dim),
+            embedder=env.get("COVERWATCH_EMBEDDER", d.embedder),
+            app_id=env.get("COVERWATCH_APP_ID", d.app_id),
+            data_dir=env.get("COVERWATCH_DATA_DIR", d.data_dir),
+            web_port=_int(env, "COVERWATCH_WEB_PORT", d.web_port),
+            query_token=env.get("COVERWATCH_QUERY_TOKEN", ""),
+            store_prompts=env.get("COVERWATCH_STORE_PROMPTS", d.store_prompts),
+            prompt_salt=env.get("COVERWATCH_PROMPT_SALT", ""),
+            sink_batch=_int(env, "COVERWATCH_SINK_BATCH", d.sink_batch),
+            retention_days=_int(env, "COVERWATCH_RETENTION_DAYS", d.retention_days),
+            detector=env.get("COVERWATCH_DETECTOR", d.detector),
+        )
+        if s.store_prompts not in ("none", "hash", "text"):
+            raise SystemExit("COVERWATCH_STORE_PROMPTS must be none, hash or text")
+        return replace(s, **overrides) if overrides else s
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_dsn.startswith("chdb://")

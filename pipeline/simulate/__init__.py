@@ -1,0 +1,1 @@
+"""Realistic labelled traffic for demos, tests and benchmarks."""

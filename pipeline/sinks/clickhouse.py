@@ -1,0 +1,197 @@
+"""ClickHouse sink: schema migrations and batched, idempotent inserts.
+
+One code path for the embedded engine (``chdb://path``, in-process, the default) and a
+ClickHouse server (``http(s)://user:pass@host:port/db``): both go through clickhouse-connect.
+Every insert carries an ``insert_deduplication_token`` built by the caller from what the
+batch *is* (topic/partition/offset range, or file/line range for replay), so a retried or
+replayed batch adds no rows; ``async_insert=0`` because we already batch.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import clickhouse_connect
+import orjson
+
+from pipeline.contracts.alerts import Alert
+from pipeline.contracts.events import Event
+from pipeline.detect.base import Scored
+
+log = logging.getLogger(__name__)
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse"
+
+EVENT_COLUMNS = ["ts", "tenant_id", "event_id", "api_key_id", "model", "endpoint",
+                 "input_tokens", "output_tokens", "latency_ms", "status", "has_prompt",
+                 "has_embedding", "prompt", "cell", "novel", "score", "drift"]
+ALERT_COLUMNS = ["alert_id", "ts", "emitted_at", "tenant_id", "severity", "detector", "score",
+                 "threshold", "events_seen", "related_tenants", "summary", "evidence",
+                 "detector_version", "version"]
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def connect(dsn: str):
+    """A client for ``dsn``; embedded engines are opened once per process and shared."""
+    if dsn.startswith("chdb://"):
+        with _clients_lock:
+            if dsn not in _clients:
+                Path(dsn[len("chdb://"):]).mkdir(parents=True, exist_ok=True)
+                _clients[dsn] = clickhouse_connect.get_client(dsn=dsn)
+            return _clients[dsn]
+    return clickhouse_connect.get_client(dsn=dsn, settings={"async_insert": 0})
+
+
+def _statements(sql: str) -> list[str]:
+    sql = re.sub(r"--[^\n]*", "", sql)
+    return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+def apply_migrations(client, schema_dir: Path = SCHEMA_DIR) -> list[int]:
+    """Apply every ``NNN_name.sql`` not yet recorded; returns the versions applied now."""
+    applied_now = []
+    files = sorted(schema_dir.glob("[0-9][0-9][0-9]_*.sql"))
+    done: set[int] = set()
+    try:
+        done = {r[0] for r in client.query(
+            "SELECT version FROM coverwatch.schema_migrations FINAL").result_rows}
+    except Exception:  # first start: the table does not exist yet
+        pass
+    for f in files:
+        version = int(f.name[:3])
+        if version in done:
+            continue
+        for stmt in _statements(f.read_text()):
+            client.command(stmt)
+        client.insert("coverwatch.schema_migrations", [[version, f.stem]],
+                      column_names=["version", "name"])
+        applied_now.append(version)
+    return applied_now
+
+
+def token(*parts: Any) -> str:
+    """A dedup token from what identifies a batch (e.g. topic, partition, first, last offset)."""
+    return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).hexdigest()
+
+
+def _dt(ts_ms: int) -> datetime:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
+
+
+def _iso_dt(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def prompt_column(prompt: str | None, mode: str, salt: str) -> str:
+    """What the events table keeps of a prompt: nothing by default, a salted hash, or text."""
+    if not prompt or mode == "none":
+        return ""
+    if mode == "hash":
+        return hashlib.blake2b(prompt.encode(), key=salt.encode()[:64], digest_size=16).hexdigest()
+    return prompt
+
+
+def event_rows(events: Sequence[Event], scored: Sequence[Scored], *, store_prompts: str = "none",
+               prompt_salt: str = "") -> list[list]:
+    return [[_dt(e.ts_ms), e.tenant_id, e.event_id, e.api_key_id or "", e.model or "",
+             e.endpoint or "", e.input_tokens or 0, e.output_tokens or 0, e.latency_ms or 0.0,
+             e.status or 0, int(bool(e.prompt)), int(e.extra.get("provided_embedding", False)),
+             prompt_column(e.prompt, store_prompts, prompt_salt), s.cell, int(s.novel),
+             float(s.score), float(s.drift)]
+            for e, s in zip(events, scored)]
+
+
+def alert_rows(alerts: Iterable[Alert]) -> list[list]:
+    rows = []
+    for a in alerts:
+        emitted = _iso_dt(a.emitted_at) if a.emitted_at else datetime.now(timezone.utc)
+        rows.append([a.alert_id, _iso_dt(a.ts), emitted, a.tenant_id, a.severity, a.detector,
+                     a.score, a.threshold, a.events_seen, list(a.related_tenants),
+                     a.evidence.get("summary", ""), orjson.dumps(a.evidence).decode(),
+                     a.detector_version, a.events_seen * 1000 + len(a.related_tenants)])
+    return rows
+
+
+class ClickHouseSink:
+    """Writes event and alert batches; retries a failed insert with the same token.
+
+    ``write`` blocks until the batch is stored (or ``max_wait_s`` passes), which is the
+    backpressure: the caller does not take the next batch, and so does not commit offsets,
+    while ClickHouse is down. ``behind_s`` and ``failures`` feed the worker's metrics.
+    """
+
+    def __init__(self, dsn: str, *, store_prompts: str = "none", prompt_salt: str = "",
+                 retry_s: float = 1.0, max_retry_s: float = 10.0):
+        self.dsn = dsn
+        self.store_prompts = store_prompts
+        self.prompt_salt = prompt_salt
+        self.retry_s = retry_s
+        self.max_retry_s = max_retry_s
+        self.failures = 0
+        self.rows_written = 0
+        self.behind_since: float | None = None
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = connect(self.dsn)
+            apply_migrations(self._client)
+        return self._client
+
+    @property
+    def behind_s(self) -> float:
+        return 0.0 if self.behind_since is None else time.monotonic() - self.behind_since
+
+    def _insert(self, table: str, rows: list[list], columns: list[str], dedup: str) -> None:
+        self.client.insert(table, rows, column_names=columns,
+                           settings={"insert_deduplication_token": dedup, "async_insert": 0})
+
+    def _retrying(self, fn, *args, max_wait_s: float | None = None) -> None:
+        delay = self.retry_s
+        start = time.monotonic()
+        while True:
+            try:
+                fn(*args)
+                if self.behind_since is not None:
+                    log.warning("clickhouse sink caught up after %.1f s", self.behind_s)
+                self.behind_since = None
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure is retried, never dropped
+                self.failures += 1
+                if self.behind_since is None:
+                    self.behind_since = time.monotonic()
+                log.warning("clickhouse sink behind (%.1f s, %d failures): %s",
+                            self.behind_s, self.failures, str(exc)[:300])
+                if self._client is not None and not self.dsn.startswith("chdb://"):
+                    self._client = None  # reconnect to a server on the next try
+                if max_wait_s is not None and time.monotonic() - start > max_wait_s:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_retry_s)
+
+    def write(self, events: Sequence[Event], scored: Sequence[Scored], alerts: Sequence[Alert],
+              dedup: str, *, max_wait_s: float | None = None) -> None:
+        """Store one batch (events and the alerts it raised) under one dedup token."""
+        if events:
+            rows = event_rows(events, scored, store_prompts=self.store_prompts,
+                              prompt_salt=self.prompt_salt)
+            self._retrying(self._insert, "coverwatch.events", rows, EVENT_COLUMNS,
+                           f"{dedup}:e", max_wait_s=max_wait_s)
+            self.rows_written += len(rows)
+        if alerts:
+            self._retrying(self._insert, "coverwatch.alerts", alert_rows(alerts),
+                           ALERT_COLUMNS, f"{dedup}:a", max_wait_s=max_wait_s)
+
+    def query(self, sql: str, parameters: dict | None = None, *, readonly: bool = True):
+        """Run one read-only query; returns (column_names, rows)."""
+        settings = {"readonly": 1} if readonly else {}
+        r = self.client.query(sql, parameters=parameters, settings=settings)
+        return list(r.column_names), [list(row) for row in r.result_rows]

@@ -1,0 +1,208 @@
+"""The Faust app: wiring only. Topics, one state table, two agents and two web pages.
+
+Dataflow: ``api-logs`` -> ``ingest`` (validate; bad -> ``api-logs-dlq``; good -> the internal
+``coverwatch-events`` topic keyed by tenant, which is the repartition) -> ``detect`` (batches
+through :class:`pipeline.process.Processor`; alerts -> ``alerts``; rows -> ClickHouse; tenant
+state -> the ``tenant-state`` table, whose changelog restores it after a restart).
+
+Delivery is at-least-once: a batch's offsets are acknowledged only after its ClickHouse
+insert succeeded (the sink retries, which is the backpressure), and every write is
+idempotent: events and alerts by dedup token and ReplacingMergeTree, detector state by the
+source offset stored with it (an event at or below it is not learned twice).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import struct
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import faust
+import orjson
+
+from pipeline.contracts.events import Rejected, ms_to_iso, parse_event
+from pipeline.process import Processor, make_detector, make_embedder
+from pipeline.settings import Settings
+from pipeline.sinks.clickhouse import ClickHouseSink, token
+from pipeline.stream.metrics import Metrics
+from pipeline.stream.state import Checkpoints
+
+log = logging.getLogger("coverwatch.worker")
+_OFFSET = struct.Struct(">q")
+
+
+def dlq_record(raw: bytes, reason: str, detail: str, topic: str, partition: int,
+               offset: int) -> bytes:
+    """What the dead-letter topic keeps: why, where from, and the original bytes."""
+    try:
+        original, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        original, encoding = base64.b64encode(raw).decode(), "base64"
+    return orjson.dumps({
+        "reason": reason, "detail": detail, "topic": topic, "partition": partition,
+        "offset": offset, "rejected_at": ms_to_iso(int(time.time() * 1000)),
+        "original": original, "original_encoding": encoding})
+
+
+def broker_credentials(s: Settings):
+    if s.kafka_security_protocol == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if "SSL" in s.kafka_security_protocol:
+        import ssl
+        ssl_context = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
+    if "SASL" in s.kafka_security_protocol:
+        return faust.SASLCredentials(username=s.kafka_sasl_username,
+                                     password=s.kafka_sasl_password,
+                                     mechanism=s.kafka_sasl_mechanism or "PLAIN",
+                                     ssl_context=ssl_context)
+    return ssl_context
+
+
+def create_app(settings: Settings) -> faust.App:
+    s = settings
+    app = faust.App(
+        s.app_id,
+        broker=[f"kafka://{h}" for h in s.kafka_bootstrap.split(",")],
+        broker_credentials=broker_credentials(s),
+        store="memory://",
+        datadir=s.data_dir,
+        topic_partitions=s.partitions,
+        web_port=s.web_port,
+        web_host="127.0.0.1",
+        value_serializer="raw",
+        key_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        producer_max_request_size=4 * 1024 * 1024,
+        stream_buffer_maxsize=20_000,
+        broker_max_poll_records=5_000,
+    )
+    logs = app.topic(s.topic_logs, value_type=bytes, key_type=bytes)
+    dlq = app.topic(s.topic_dlq, value_type=bytes, key_type=bytes)
+    alerts_topic = app.topic(s.topic_alerts, value_type=bytes, key_type=bytes)
+    events = app.topic(s.topic_events, value_type=bytes, key_type=bytes,
+                       partitions=s.partitions, internal=True)
+    state = app.Table("tenant-state", default=None, partitions=s.partitions,
+                      use_partitioner=True, key_type=bytes, value_type=bytes)
+
+    metrics = Metrics()
+    processor = Processor(make_detector(s.detector), make_embedder(s.embedder, s.embedding_dim))
+    checkpoints = Checkpoints(processor.detector, s.data_dir)
+    sink = ClickHouseSink(s.clickhouse_dsn, store_prompts=s.store_prompts,
+                          prompt_salt=s.prompt_salt)
+    # One thread owns ClickHouse (the embedded engine is not shared across threads);
+    # another runs the detector so the event loop keeps serving Kafka heartbeats.
+    db_thread = ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
+    cpu_thread = ThreadPoolExecutor(1, thread_name_prefix="detector")
+    app.coverwatch = {"settings": s, "metrics": metrics, "processor": processor, "sink": sink}
+
+    @app.agent(logs)
+    async def ingest(stream):
+        async for ev in stream.events():
+            msg = ev.message
+            metrics.events_in += 1
+            try:
+                event = parse_event(ev.value, embedding_dim=s.embedding_dim)
+            except Rejected as r:
+                metrics.dlq += 1
+                await dlq.send(key=msg.key, value=dlq_record(
+                    ev.value, r.reason, r.detail, msg.topic, msg.partition, msg.offset))
+                continue
+            except Exception as exc:  # noqa: BLE001 - never stop on input
+                metrics.dlq += 1
+                await dlq.send(key=msg.key, value=dlq_record(
+                    ev.value, "internal_error", repr(exc)[:300], msg.topic, msg.partition,
+                    msg.offset))
+                continue
+            await events.send(key=event.tenant_id.encode(), value=orjson.dumps(
+                event.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY))
+
+    def load_states(batch):
+        """Parse a batch, restore unknown tenants from the table, drop already-learned events."""
+        todo, positions = [], []
+        for ev in batch:
+            e = parse_event(ev.value, embedding_dim=s.embedding_dim)
+            key = e.tenant_id.encode()
+            if not checkpoints.known(e.tenant_id):
+                stored = state.get(key)
+                checkpoints.restore(e.tenant_id, stored[_OFFSET.size:] if stored else None,
+                                    _OFFSET.unpack_from(stored)[0] if stored else -1)
+            pos = (ev.message.partition, ev.message.offset)
+            if checkpoints.already_learned(e.tenant_id, pos):
+                metrics.replayed_skipped += 1
+                continue
+            e.extra["pos"] = pos
+            todo.append(e)
+            positions.append(pos)
+        return todo
+
+    @app.agent(events)
+    async def detect(stream):
+        loop = asyncio.get_running_loop()
+        async for batch in stream.take_events(s.sink_batch, within=s.sink_within_s):
+            t0 = time.perf_counter()
+            todo = load_states(batch)
+            kept, scored, alerts = await loop.run_in_executor(cpu_thread, processor.process, todo)
+            for a in alerts:
+                a.stamped()
+            first, last = batch[0].message, batch[-1].message
+            dedup = token(s.topic_events, first.partition, first.offset, last.offset, len(batch))
+            metrics.sink_behind_s = sink.behind_s
+            await loop.run_in_executor(db_thread, sink.write, kept, scored, alerts, dedup)
+            metrics.sink_behind_s = 0.0
+            for a in alerts:
+                metrics.alerts[a.severity] += 1
+                await alerts_topic.send(key=a.tenant_id.encode(), value=orjson.dumps(a.to_dict()))
+            for tenant, pos in checkpoints.touched(kept):
+                blob = processor.detector.dump_tenant(tenant)
+                if blob is not None:
+                    state[tenant.encode()] = _OFFSET.pack(pos[1]) + blob
+            metrics.events_detected += len(kept)
+            metrics.duplicates = processor.duplicates
+            metrics.tenants = checkpoints.tenants
+            metrics.batch_seconds = time.perf_counter() - t0
+            checkpoints.maybe_save_population()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app, revoked, **kwargs):
+        checkpoints.forget_partitions({tp.partition for tp in revoked if tp.topic == events.get_topic_name()})
+
+    @app.timer(interval=10.0)
+    async def report():
+        metrics.log(log)
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):
+        return web.text(metrics.prometheus(), content_type="text/plain; version=0.0.4")
+
+    @app.page("/query")
+    async def query_page(web, request):
+        """Read-only SQL for analysts while the worker holds the embedded engine."""
+        if s.query_token and request.headers.get("Authorization", "") != f"Bearer {s.query_token}":
+            return web.json({"error": "unauthorized"}, status=401)
+        body = await request.json() if request.method == "POST" else dict(request.query)
+        sql = body.get("sql", "")
+        try:
+            columns, rows = await asyncio.get_running_loop().run_in_executor(
+                db_thread, lambda: sink.query(sql, body.get("parameters")))
+        except Exception as exc:  # noqa: BLE001 - report the analyst's SQL error back
+            return web.json({"error": str(exc)[:2000]}, status=400)
+        return web.bytes(orjson.dumps({"columns": columns, "rows": rows},
+                                      option=orjson.OPT_NON_STR_KEYS, default=str),
+                         content_type="application/json")
+
+    @app.task
+    async def warm_sink():
+        await asyncio.get_running_loop().run_in_executor(db_thread, lambda: sink.client)
+        log.info("clickhouse ready at %s", s.clickhouse_dsn.split("@")[-1])
+
+    return app
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    from faust.worker import Worker
+    app = create_app(settings)
+    Worker(app, loglevel=loglevel).execute_from_commandline()

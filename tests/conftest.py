@@ -1,0 +1,123 @@
+"""Shared fixtures: a real Kafka broker per test session and real worker processes."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipeline.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def kafka():
+    """A real single-node Kafka 4.x broker on free ports, for the whole session."""
+    from pipeline.testing.kafka import KafkaBroker
+    broker = KafkaBroker()
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+class WorkerProcess:
+    """`coverwatch worker` in a subprocess with its own topics, app id and ClickHouse."""
+
+    def __init__(self, kafka, tmp: Path, **env):
+        uid = uuid.uuid4().hex[:8]
+        self.settings = Settings(
+            kafka_bootstrap=kafka.bootstrap, clickhouse_dsn=f"chdb://{tmp / 'clickhouse'}",
+            topic_logs=f"logs-{uid}", topic_dlq=f"dlq-{uid}", topic_alerts=f"alerts-{uid}",
+            topic_events=f"events-{uid}", app_id=f"cw-{uid}", data_dir=str(tmp / "worker"),
+            web_port=free_port(), sink_within_s=0.5)
+        self.env = {**os.environ, **self._env(self.settings), **env}
+        self.log = tmp / f"worker-{uid}.log"
+        self.proc: subprocess.Popen | None = None
+        kafka.create_topics({self.settings.topic_logs: 4, self.settings.topic_dlq: 1,
+                             self.settings.topic_alerts: 1, self.settings.topic_events: 4})
+
+    @staticmethod
+    def _env(s: Settings) -> dict:
+        return {"KAFKA_BOOTSTRAP": s.kafka_bootstrap, "CLICKHOUSE_DSN": s.clickhouse_dsn,
+                "TOPIC_API_LOGS": s.topic_logs, "TOPIC_DLQ": s.topic_dlq,
+                "TOPIC_ALERTS": s.topic_alerts, "TOPIC_EVENTS": s.topic_events,
+                "COVERWATCH_APP_ID": s.app_id, "COVERWATCH_DATA_DIR": s.data_dir,
+                "COVERWATCH_WEB_PORT": str(s.web_port)}
+
+    def start(self, timeout: float = 90) -> WorkerProcess:
+        fh = open(self.log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"],
+                                     cwd=REPO, env=self.env, stdout=fh, stderr=fh)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited:\n{self.tail()}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.settings.web_port}/metrics",
+                                       timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.5)
+        raise TimeoutError(f"worker not ready:\n{self.tail()}")
+
+    def metrics(self) -> dict[str, float]:
+        body = urllib.request.urlopen(
+            f"http://127.0.0.1:{self.settings.web_port}/metrics", timeout=5).read().decode()
+        out = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                out[k] = float(v)
+        return out
+
+    def wait_for(self, cond, timeout: float = 120, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if cond(self.metrics()):
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited:\n{self.tail()}")
+            time.sleep(0.5)
+        raise TimeoutError(f"{what} not reached; metrics={self.metrics()}\n{self.tail()}")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 60) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+@pytest.fixture
+def worker_factory(kafka, tmp_path):
+    made: list[WorkerProcess] = []
+
+    def make(**env) -> WorkerProcess:
+        w = WorkerProcess(kafka, tmp_path, **env)
+        made.append(w)
+        return w
+    yield make
+    for w in made:
+        w.stop(signal.SIGKILL)

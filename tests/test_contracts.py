@@ -1,0 +1,114 @@
+"""The event and alert contracts: a validation table of good and bad messages."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline.contracts.alerts import Alert
+from pipeline.contracts.events import MAX_EVENT_BYTES, Rejected, parse_event
+
+BASE = {"event_id": "e-1", "ts": "2026-03-01T12:00:00Z", "tenant_id": "acme"}
+SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+
+
+def msg(**fields) -> bytes:
+    d = {**BASE, **fields}
+    return orjson.dumps({k: v for k, v in d.items() if v is not ...})
+
+
+GOOD = {
+    "rfc3339_z": msg(),
+    "rfc3339_offset": msg(ts="2026-03-01T14:00:00.250+02:00"),
+    "epoch_ms": msg(ts=1772366400000),
+    "extra_fields": msg(something_new={"a": 1}, another=[1, 2]),
+    "unicode": msg(tenant_id="テナント-ü-'\"; DROP TABLE x", prompt="请解释量子纠缠 🚀"),
+    "long_prompt": msg(prompt="x" * 500_000),
+    "all_optional": msg(api_key_id="k1", model="m", endpoint="/v1/chat", prompt="hi",
+                        embedding=[0.1] * 384, input_tokens=3, output_tokens=9,
+                        latency_ms=12.5, status=200, client_ip="10.0.0.1",
+                        user_agent="sdk/1.0", metadata={"app": "x"}),
+    "nulls_for_optional": msg(model=None, prompt=None, embedding=None),
+}
+
+BAD = {
+    "not_json": (b"{not json", "invalid_json"),
+    "not_object": (b"[1, 2, 3]", "not_object"),
+    "scalar": (b"42", "not_object"),
+    "missing_event_id": (msg(event_id=...), "missing_field"),
+    "missing_tenant": (msg(tenant_id=...), "missing_field"),
+    "missing_ts": (msg(ts=...), "missing_field"),
+    "tenant_not_string": (msg(tenant_id=12), "wrong_type"),
+    "empty_tenant": (msg(tenant_id=""), "out_of_range"),
+    "tenant_too_long": (msg(tenant_id="t" * 257), "out_of_range"),
+    "ts_bool": (msg(ts=True), "wrong_type"),
+    "ts_float": (msg(ts=1.5e12), "wrong_type"),
+    "ts_garbage": (msg(ts="yesterday"), "bad_timestamp"),
+    "ts_naive": (msg(ts="2026-03-01T12:00:00"), "bad_timestamp"),
+    "ts_out_of_range": (msg(ts=10), "out_of_range"),
+    "nan": (b'{"event_id":"e","ts":1772366400000,"tenant_id":"t","latency_ms":NaN}',
+            "invalid_json"),
+    "inf": (b'{"event_id":"e","ts":1772366400000,"tenant_id":"t","latency_ms":Infinity}',
+            "invalid_json"),
+    "huge_int": (b'{"event_id":"e","ts":1772366400000,"tenant_id":"t","input_tokens":'
+                 + b"9" * 40 + b"}", "wrong_type"),  # parsed as a float
+    "negative_tokens": (msg(input_tokens=-1), "out_of_range"),
+    "tokens_string": (msg(output_tokens="12"), "wrong_type"),
+    "embedding_wrong_dim": (msg(embedding=[0.1] * 10), "embedding_dim"),
+    "embedding_strings": (msg(embedding=["a"] * 384), "embedding_value"),
+    "embedding_bools": (msg(embedding=[True] * 384), "embedding_value"),
+    "embedding_nested": (msg(embedding=[[0.1]] * 384), "embedding_value"),
+    "embedding_overflow": (msg(embedding=[1e300] * 384), "embedding_value"),
+    "embedding_not_list": (msg(embedding="0.1,0.2"), "wrong_type"),
+    "metadata_not_object": (msg(metadata=[1]), "wrong_type"),
+    "metadata_huge": (msg(metadata={"k": "v" * 20_000}), "metadata_too_large"),
+    "non_utf8": (b'{"event_id":"e","ts":1,"tenant_id":"\xff\xfe"}', "not_utf8"),
+    "oversized": (msg(prompt="x" * (MAX_EVENT_BYTES + 1)), "oversized"),
+    "status_string": (msg(status="200"), "wrong_type"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_good_events_are_accepted(name):
+    e = parse_event(GOOD[name])
+    assert e.ts_iso().endswith("Z")
+    assert e.tenant_id == orjson.loads(GOOD[name])["tenant_id"]  # stored verbatim
+
+
+def test_timestamps_normalise_to_the_same_utc_instant():
+    a = parse_event(GOOD["rfc3339_z"]).ts_ms
+    b = parse_event(GOOD["epoch_ms"]).ts_ms
+    c = parse_event(GOOD["rfc3339_offset"]).ts_ms
+    assert a == b == c - 250
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_events_are_rejected_with_a_reason(name):
+    raw, reason = BAD[name]
+    with pytest.raises(Rejected) as exc:
+        parse_event(raw)
+    assert exc.value.reason == reason
+
+
+def test_schema_files_are_valid_json_and_name_the_contract_fields():
+    event = json.loads((SCHEMAS / "api_log.schema.json").read_text())
+    alert = json.loads((SCHEMAS / "alert.schema.json").read_text())
+    assert set(event["required"]) == {"event_id", "ts", "tenant_id"}
+    assert {"alert_id", "ts", "emitted_at", "tenant_id", "severity", "detector", "score",
+            "threshold", "events_seen", "related_tenants", "evidence",
+            "detector_version"} <= set(alert["properties"])
+
+
+def test_alert_ids_are_deterministic_and_the_dict_matches_the_schema():
+    kw = dict(tenant_id="t", detector="coverage", ts_ms=1772366400000, severity="warning",
+              score=3.0, threshold=2.0, events_seen=10, episode=1,
+              evidence={"summary": "reached 9 new regions in 10 queries"})
+    a, b = Alert.new(**kw), Alert.new(**kw)
+    assert a.alert_id == b.alert_id
+    d = a.stamped().to_dict()
+    schema = json.loads((SCHEMAS / "alert.schema.json").read_text())
+    assert set(d) == set(schema["properties"])
+    with pytest.raises(ValueError):
+        Alert.new(**{**kw, "severity": "info"})
