@@ -17,7 +17,7 @@ from pipeline.settings import Settings
 
 def _via_worker(s: Settings, sql: str, parameters: dict | None):
     req = urllib.request.Request(
-        f"http://127.0.0.1:{s.web_port}/query/",
+        f"http://127.0.0.1:{s.web_port}/query",
         data=orjson.dumps({"sql": sql, "parameters": parameters or {}}),
         headers={"Content-Type": "application/json",
                  **({"Authorization": f"Bearer {s.query_token}"} if s.query_token else {})})

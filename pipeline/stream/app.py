@@ -178,21 +178,27 @@ def create_app(settings: Settings) -> faust.App:
     async def metrics_page(web, request):
         return web.text(metrics.prometheus(), content_type="text/plain; version=0.0.4")
 
-    @app.page("/query")
-    async def query_page(web, request):
+    async def run_query(web, request, body: dict):
         """Read-only SQL for analysts while the worker holds the embedded engine."""
         if s.query_token and request.headers.get("Authorization", "") != f"Bearer {s.query_token}":
             return web.json({"error": "unauthorized"}, status=401)
-        body = await request.json() if request.method == "POST" else dict(request.query)
-        sql = body.get("sql", "")
+        sql, params = body.get("sql", ""), body.get("parameters") or None
         try:
             columns, rows = await asyncio.get_running_loop().run_in_executor(
-                db_thread, lambda: sink.query(sql, body.get("parameters")))
+                db_thread, lambda: sink.query(sql, params))
         except Exception as exc:  # noqa: BLE001 - report the analyst's SQL error back
             return web.json({"error": str(exc)[:2000]}, status=400)
         return web.bytes(orjson.dumps({"columns": columns, "rows": rows},
                                       option=orjson.OPT_NON_STR_KEYS, default=str),
                          content_type="application/json")
+
+    @app.page("/query")
+    class QueryView(faust.web.View):
+        async def get(self, request):
+            return await run_query(self, request, dict(request.query))
+
+        async def post(self, request):
+            return await run_query(self, request, await request.json())
 
     @app.task
     async def warm_sink():

@@ -1,0 +1,80 @@
+"""Through the real broker and the real embedded ClickHouse: ingest, DLQ, alerts, restart."""
+from __future__ import annotations
+
+import time
+import urllib.request
+
+import orjson
+import pytest
+from kafka import KafkaConsumer
+
+from pipeline.kafka_io import client_config, produce_lines
+
+pytestmark = pytest.mark.integration
+T0 = 1772366400000  # 2026-03-01T12:00:00Z
+
+
+def traffic() -> tuple[list[bytes], int]:
+    """Benign tenants at a human pace, one tenant bursting 600 queries in a minute."""
+    good = []
+    for t in range(5):
+        good += [orjson.dumps({"event_id": f"b{t}-{i}", "ts": T0 + i * 20_000,
+                               "tenant_id": f"benign-{t}", "prompt": f"question {i % 7}"})
+                 for i in range(120)]
+    good += [orjson.dumps({"event_id": f"x-{i}", "ts": T0 + 30 * 60_000 + i * 90,
+                           "tenant_id": "burster 'quoted'", "prompt": f"item {i}"})
+             for i in range(600)]
+    bad = [b"{not json", b"[1,2]", b'{"event_id":"e","ts":1,"tenant_id":"\xff"}',
+           orjson.dumps({"event_id": "m", "tenant_id": "t"}),
+           orjson.dumps({"event_id": "w", "ts": T0, "tenant_id": "t", "embedding": [1, 2]})]
+    msgs = good[:300] + bad[:2] + good[300:] + bad[2:]
+    return msgs, len(bad)
+
+
+def query(worker, sql: str):
+    req = urllib.request.Request(f"http://127.0.0.1:{worker.settings.web_port}/query",
+                                 data=orjson.dumps({"sql": sql}),
+                                 headers={"Content-Type": "application/json"})
+    return orjson.loads(urllib.request.urlopen(req, timeout=30).read())["rows"]
+
+
+def consume_all(settings, topic: str, expect: int, timeout: float = 60) -> list[dict]:
+    c = KafkaConsumer(topic, **client_config(settings), auto_offset_reset="earliest",
+                      group_id=None, consumer_timeout_ms=2000)
+    out, deadline = [], time.monotonic() + timeout
+    while len(out) < expect and time.monotonic() < deadline:
+        for batch in c.poll(timeout_ms=1000).values():
+            out += [orjson.loads(m.value) for m in batch]
+    c.close()
+    return out
+
+
+def test_worker_end_to_end_with_restart(worker_factory):
+    w = worker_factory(COVERWATCH_DETECTOR="burst", COVERWATCH_EMBEDDER="none").start()
+    s = w.settings
+    msgs, n_bad = traffic()
+    n_good = len(msgs) - n_bad
+    produce_lines(msgs, s, s.topic_logs)
+    w.wait_for(lambda m: m.get("coverwatch_events_detected_total", 0) >= n_good
+               and m.get("coverwatch_dlq_total", 0) >= n_bad, what="all events processed")
+
+    assert query(w, "SELECT count() FROM coverwatch.events") == [[n_good]]
+    dlq = consume_all(s, s.topic_dlq, n_bad)
+    assert len(dlq) == n_bad
+    assert {d["reason"] for d in dlq} == {"invalid_json", "not_object", "not_utf8",
+                                          "missing_field", "embedding_dim"}
+    assert all({"topic", "partition", "offset", "original", "detail"} <= set(d) for d in dlq)
+    assert [d["original_encoding"] for d in dlq if d["reason"] == "not_utf8"] == ["base64"]
+
+    alerts = consume_all(s, s.topic_alerts, 1)
+    assert [a["tenant_id"] for a in alerts] == ["burster 'quoted'"]
+    assert alerts[0]["evidence"]["summary"] and alerts[0]["events_seen"] >= 200
+    rows = query(w, "SELECT tenant_id, alert_id FROM coverwatch.alerts FINAL")
+    assert rows == [["burster 'quoted'", alerts[0]["alert_id"]]]
+
+    w.stop()
+    w.start()
+    time.sleep(5)  # give a restarted worker the chance to (wrongly) re-process anything
+    assert query(w, "SELECT count(), uniqExact(event_id) FROM coverwatch.events") == [
+        [n_good, n_good]]
+    assert query(w, "SELECT count() FROM coverwatch.alerts") == [[1]]
