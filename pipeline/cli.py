@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="the streaming worker (Faust)")
     w.add_argument("--loglevel", default="info")
+    _input_format(w)
     w.set_defaults(func=_worker)
 
     r = sub.add_parser("replay", help="run the detector offline over JSONL(.gz) logs")
@@ -70,11 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--alerts-out", help="write alerts as JSONL here")
     r.add_argument("--no-clickhouse", action="store_true", help="do not write to ClickHouse")
     r.add_argument("--batch", type=int, default=5_000)
+    _input_format(r)
     r.set_defaults(func=_replay)
 
     pr = sub.add_parser("produce", help="load JSONL(.gz) logs into Kafka")
     pr.add_argument("files", nargs="+")
     pr.add_argument("--topic", default=None, help="default: $TOPIC_API_LOGS or api-logs")
+    _input_format(pr)
     pr.set_defaults(func=_produce)
 
     q = sub.add_parser("query", help="read-only SQL against ClickHouse")
@@ -94,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(plugin=module, plugin_name=name)
         _add_plugin_args(module, sp, name)
     return p
+
+
+def _input_format(p: argparse.ArgumentParser) -> None:
+    from pipeline.adapters import ADAPTERS
+    p.add_argument("--input-format", choices=sorted(ADAPTERS), default=None,
+                   help="log format of the input (default: $COVERWATCH_INPUT_FORMAT or coverwatch)")
 
 
 def _add_plugin_args(module: str, parser: argparse.ArgumentParser, name: str) -> None:
@@ -117,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         mod = import_module(args.plugin)
         runner = getattr(mod, f"run_{args.plugin_name}", None) or getattr(mod, "run")
         return runner(args)
-    return args.func(args, Settings.from_env())
+    overrides = {"input_format": args.input_format} if getattr(args, "input_format", None) else {}
+    return args.func(args, Settings.from_env(**overrides))
 
 
 if __name__ == "__main__":

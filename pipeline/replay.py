@@ -19,7 +19,9 @@ from typing import IO, Iterator
 import orjson
 
 from pipeline.contracts.alerts import Alert
-from pipeline.contracts.events import Event, Rejected, parse_event
+from pipeline.adapters import native
+from pipeline.contracts.events import Event
+from pipeline.ingest import accept
 from pipeline.process import Processor, make_detector, make_embedder
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import ClickHouseSink, token
@@ -32,7 +34,8 @@ def open_lines(path: str | Path) -> IO[bytes]:
     return gzip.open(p, "rb") if p.endswith(".gz") else open(p, "rb")
 
 
-def read_events(paths, embedding_dim: int | None) -> tuple[list[Event], Counter]:
+def read_events(paths, embedding_dim: int | None, adapter=native
+                ) -> tuple[list[Event], Counter]:
     events: list[Event] = []
     rejected: Counter = Counter()
     for path in paths:
@@ -41,9 +44,9 @@ def read_events(paths, embedding_dim: int | None) -> tuple[list[Event], Counter]
                 line = line.rstrip(b"\r\n")
                 if not line.strip():
                     continue
-                try:
-                    events.append(parse_event(line, embedding_dim=embedding_dim))
-                except Rejected as r:
+                accepted, bad = accept(line, adapter, embedding_dim)
+                events += accepted
+                for _, r in bad:
                     rejected[r.reason] += 1
     events.sort(key=lambda e: e.ts_ms)
     return events, rejected
@@ -66,7 +69,7 @@ def batches(events: list[Event], size: int) -> Iterator[list[Event]]:
 def replay(paths, settings: Settings, *, clickhouse: bool = True, batch: int = 5_000,
            processor: Processor | None = None, progress: bool = False) -> ReplayResult:
     t0 = time.perf_counter()
-    events, rejected = read_events(paths, settings.embedding_dim)
+    events, rejected = read_events(paths, settings.embedding_dim, settings.adapter())
     proc = processor or Processor(make_detector(settings.detector),
                                   make_embedder(settings.embedder, settings.embedding_dim))
     sink = ClickHouseSink(settings.clickhouse_dsn, store_prompts=settings.store_prompts,

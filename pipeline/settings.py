@@ -48,6 +48,8 @@ class Settings:
     sink_within_s: float = 1.0
     retention_days: int = 30
     detector: str = "coverwatch"
+    input_format: str = "coverwatch"   # coverwatch | otel-genai | litellm | kong | bedrock
+    adapter_options: str = ""          # JSON object, e.g. {"tenant_field": "user_api_key_team_id"}
 
     @classmethod
     def from_env(cls, env=None, **overrides) -> Settings:
@@ -77,10 +79,23 @@ class Settings:
             sink_batch=_int(env, "COVERWATCH_SINK_BATCH", d.sink_batch),
             retention_days=_int(env, "COVERWATCH_RETENTION_DAYS", d.retention_days),
             detector=env.get("COVERWATCH_DETECTOR", d.detector),
+            input_format=env.get("COVERWATCH_INPUT_FORMAT", d.input_format),
+            adapter_options=env.get("COVERWATCH_ADAPTER_OPTIONS", ""),
         )
         if s.store_prompts not in ("none", "hash", "text"):
             raise SystemExit("COVERWATCH_STORE_PROMPTS must be none, hash or text")
         return replace(s, **overrides) if overrides else s
+
+    def adapter(self):
+        """The input adapter this deployment's configuration names."""
+        import orjson
+
+        from pipeline.adapters import get_adapter
+        try:
+            options = orjson.loads(self.adapter_options) if self.adapter_options else {}
+        except orjson.JSONDecodeError:
+            raise SystemExit("COVERWATCH_ADAPTER_OPTIONS must be a JSON object") from None
+        return get_adapter(self.input_format, **options)
 
     @property
     def embedded_clickhouse(self) -> bool:

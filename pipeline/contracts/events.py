@@ -203,17 +203,21 @@ def validate(obj: Any, *, embedding_dim: int | None = 384) -> Event:
     )
 
 
-def parse_event(raw: bytes, *, embedding_dim: int | None = 384,
-                max_bytes: int = MAX_EVENT_BYTES) -> Event:
-    """Bytes of one message (or JSONL line) -> :class:`Event`, or raise :class:`Rejected`."""
+def decode_json(raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> Any:
+    """Bytes of one message -> decoded JSON, or :class:`Rejected` (size, UTF-8, syntax)."""
     if len(raw) > max_bytes:
         raise Rejected("oversized", f"{len(raw)} bytes > limit {max_bytes}")
     try:
-        obj = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         try:
             bytes(raw).decode("utf-8")
         except UnicodeDecodeError:
             raise Rejected("not_utf8", "message is not valid UTF-8") from None
         raise Rejected("invalid_json", str(exc)[:200]) from None
-    return validate(obj, embedding_dim=embedding_dim)
+
+
+def parse_event(raw: bytes, *, embedding_dim: int | None = 384,
+                max_bytes: int = MAX_EVENT_BYTES) -> Event:
+    """Bytes of one message (or JSONL line) -> :class:`Event`, or raise :class:`Rejected`."""
+    return validate(decode_json(raw, max_bytes=max_bytes), embedding_dim=embedding_dim)

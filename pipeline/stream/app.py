@@ -22,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 import faust
 import orjson
 
-from pipeline.contracts.events import Rejected, ms_to_iso, parse_event
+from pipeline.contracts.events import ms_to_iso, parse_event
+from pipeline.ingest import accept
 from pipeline.process import Processor, make_detector, make_embedder
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import ClickHouseSink, token
@@ -99,26 +100,21 @@ def create_app(settings: Settings) -> faust.App:
     cpu_thread = ThreadPoolExecutor(1, thread_name_prefix="detector")
     app.coverwatch = {"settings": s, "metrics": metrics, "processor": processor, "sink": sink}
 
+    adapter = s.adapter()
+
     @app.agent(logs)
     async def ingest(stream):
         async for ev in stream.events():
             msg = ev.message
             metrics.events_in += 1
-            try:
-                event = parse_event(ev.value, embedding_dim=s.embedding_dim)
-            except Rejected as r:
+            accepted, rejected = accept(ev.value, adapter, s.embedding_dim)
+            for raw, r in rejected:
                 metrics.dlq += 1
                 await dlq.send(key=msg.key, value=dlq_record(
-                    ev.value, r.reason, r.detail, msg.topic, msg.partition, msg.offset))
-                continue
-            except Exception as exc:  # noqa: BLE001 - never stop on input
-                metrics.dlq += 1
-                await dlq.send(key=msg.key, value=dlq_record(
-                    ev.value, "internal_error", repr(exc)[:300], msg.topic, msg.partition,
-                    msg.offset))
-                continue
-            await events.send(key=event.tenant_id.encode(), value=orjson.dumps(
-                event.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY))
+                    raw, r.reason, r.detail, msg.topic, msg.partition, msg.offset))
+            for event in accepted:
+                await events.send(key=event.tenant_id.encode(), value=orjson.dumps(
+                    event.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY))
 
     def load_states(batch):
         """Parse a batch, restore unknown tenants from the table, drop already-learned events."""
