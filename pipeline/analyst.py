@@ -6,9 +6,12 @@ query directly. Either way the query runs with ``readonly=1``: nothing can be dr
 """
 from __future__ import annotations
 
+import re
 import sys
 import urllib.error
 import urllib.request
+from functools import lru_cache
+from pathlib import Path
 
 import orjson
 
@@ -67,6 +70,17 @@ def _fmt(v) -> str:
     return str(v)
 
 
+QUERIES_DOC = Path(__file__).resolve().parents[1] / "docs" / "queries.md"
+
+
+@lru_cache(maxsize=1)
+def doc_queries() -> dict[str, str]:
+    """The named queries of docs/queries.md (```sql name=... blocks): one source of truth."""
+    text = QUERIES_DOC.read_text()
+    return {m.group(1): m.group(2).strip()
+            for m in re.finditer(r"```sql name=(\w+)\n(.*?)```", text, re.S)}
+
+
 TOP_SQL = """
 SELECT tenant_id, count() AS alerts, max(score) AS max_score,
        argMax(severity, score) AS severity, argMax(detector, score) AS detector,
@@ -77,21 +91,6 @@ GROUP BY tenant_id
 ORDER BY severity = 'critical' DESC, max_score DESC
 LIMIT {limit:UInt32}
 """
-
-TENANT_SQL = """
-SELECT toStartOfHour(minute) AS hour, uniqExactMerge(queries) AS queries,
-       uniqMerge(cells) AS cells, sum(novel) AS novel, max(max_score) AS max_score,
-       max(max_drift) AS max_drift
-FROM coverwatch.tenant_minutes
-WHERE tenant_id = {tenant:String}
-GROUP BY hour ORDER BY hour
-"""
-
-TENANT_ALERTS_SQL = """
-SELECT ts, severity, detector, round(score, 2) AS score, summary
-FROM coverwatch.alerts FINAL WHERE tenant_id = {tenant:String} ORDER BY ts
-"""
-
 
 def add_top_arguments(p) -> None:
     p.add_argument("--hours", type=int, default=24, help="window before the newest alert")
@@ -109,13 +108,49 @@ def add_tenant_arguments(p) -> None:
     p.add_argument("--plot", help="write its coverage-growth curve to this PNG")
 
 
+TENANT_ALERTS_SQL = """
+SELECT ts, severity, detector, round(score, 2) AS score, summary
+FROM coverwatch.alerts FINAL WHERE tenant_id = {tenant:String} ORDER BY ts
+"""
+
+
 def run_tenant(args) -> int:
     s = Settings.from_env()
-    columns, rows = run_query(s, TENANT_SQL, {"tenant": args.tenant_id})
+    q = doc_queries()
+    params = {"tenant": args.tenant_id}
+    columns, rows = run_query(s, q["tenant_hourly"], params)
     if not rows:
         print(f"no events for tenant {args.tenant_id!r}", file=sys.stderr)
         return 1
     print_table(columns, rows)
     print()
-    print_table(*run_query(s, TENANT_ALERTS_SQL, {"tenant": args.tenant_id}))
+    print_table(*run_query(s, TENANT_ALERTS_SQL, params))
+    if args.plot:
+        curve = run_query(s, q["tenant_coverage_curve"], params)[1]
+        band = run_query(s, q["population_coverage_band"])[1]
+        plot_coverage(args.tenant_id, curve, band, args.plot)
+        print(f"\ncoverage curve written to {args.plot}")
     return 0
+
+
+def plot_coverage(tenant: str, curve, band, out: str) -> None:
+    """The tenant's distinct-regions-vs-queries curve over the population's p50-p99 band."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    if band:
+        n, p50, p90, p99 = ([r[i] for r in band] for i in range(4))
+        ax.fill_between(n, 0, p90, color="tab:blue", alpha=0.15, label="population <= p90")
+        ax.plot(n, p50, color="tab:blue", lw=1, label="population median")
+        ax.plot(n, p99, color="tab:blue", lw=1, ls="--", label="population p99")
+    ax.plot([r[0] for r in curve], [r[1] for r in curve], color="tab:red", lw=2, label=tenant)
+    ax.set_xlabel("queries sent")
+    ax.set_ylabel("distinct embedding regions reached")
+    ax.set_title(f"coverage growth: {tenant}")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

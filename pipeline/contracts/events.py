@@ -33,9 +33,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MIN_TS_MS = 946_684_800_000
 MAX_TS_MS = 4_102_444_800_000
 
+_NUMBER_TYPES = {float, int}
+
 REASONS = (
     "oversized", "not_utf8", "invalid_json", "not_object", "missing_field", "wrong_type",
     "out_of_range", "bad_timestamp", "embedding_dim", "embedding_value", "metadata_too_large",
+    "adapter",
 )
 
 
@@ -150,7 +153,7 @@ def _embedding(v: Any, dim: int | None) -> np.ndarray:
             arr = np.asarray(v, dtype=np.float32)
     except (TypeError, ValueError):
         raise Rejected("embedding_value", "embedding must contain only numbers") from None
-    if arr.ndim != 1 or any(type(x) is bool for x in v):
+    if arr.ndim != 1 or not set(map(type, v)) <= _NUMBER_TYPES:
         raise Rejected("embedding_value", "embedding must be a flat array of numbers")
     if not np.isfinite(arr).all():
         raise Rejected("embedding_value", "embedding contains NaN/Inf or values beyond float32")
