@@ -24,7 +24,7 @@ def client_config(s: Settings) -> dict:
 
 def producer(s: Settings) -> KafkaProducer:
     return KafkaProducer(**client_config(s), acks="all", linger_ms=20, batch_size=256 * 1024,
-                         max_request_size=4 * 1024 * 1024, compression_type=None)
+                         max_request_size=16 * 1024 * 1024, compression_type=None)
 
 
 def tenant_key(raw: bytes) -> bytes | None:

@@ -49,6 +49,7 @@ class Settings:
     retention_days: int = 30
     detector: str = "coverwatch"
     input_format: str = "coverwatch"   # coverwatch | otel-genai | litellm | kong | bedrock
+    fault_file: str = ""               # tests only: while this file exists, inserts fail
     adapter_options: str = ""          # JSON object, e.g. {"tenant_field": "user_api_key_team_id"}
 
     @classmethod
@@ -81,6 +82,7 @@ class Settings:
             detector=env.get("COVERWATCH_DETECTOR", d.detector),
             input_format=env.get("COVERWATCH_INPUT_FORMAT", d.input_format),
             adapter_options=env.get("COVERWATCH_ADAPTER_OPTIONS", ""),
+            fault_file=env.get("COVERWATCH_FAULT_FILE", ""),
         )
         if s.store_prompts not in ("none", "hash", "text"):
             raise SystemExit("COVERWATCH_STORE_PROMPTS must be none, hash or text")

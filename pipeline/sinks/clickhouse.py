@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 import time
@@ -128,7 +129,7 @@ class ClickHouseSink:
     """
 
     def __init__(self, dsn: str, *, store_prompts: str = "none", prompt_salt: str = "",
-                 retry_s: float = 1.0, max_retry_s: float = 10.0):
+                 retry_s: float = 1.0, max_retry_s: float = 10.0, fault_file: str = ""):
         self.dsn = dsn
         self.store_prompts = store_prompts
         self.prompt_salt = prompt_salt
@@ -137,6 +138,7 @@ class ClickHouseSink:
         self.failures = 0
         self.rows_written = 0
         self.behind_since: float | None = None
+        self.fault_file = fault_file
         self._client = None
 
     @property
@@ -151,6 +153,8 @@ class ClickHouseSink:
         return 0.0 if self.behind_since is None else time.monotonic() - self.behind_since
 
     def _insert(self, table: str, rows: list[list], columns: list[str], dedup: str) -> None:
+        if self.fault_file and os.path.exists(self.fault_file):
+            raise ConnectionError(f"fault injected: {self.fault_file} exists")
         self.client.insert(table, rows, column_names=columns,
                            settings={"insert_deduplication_token": dedup, "async_insert": 0})
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import struct
 import time
@@ -34,17 +35,28 @@ log = logging.getLogger("coverwatch.worker")
 _OFFSET = struct.Struct(">q")
 
 
+DLQ_ORIGINAL_MAX = 1_048_576
+
+
 def dlq_record(raw: bytes, reason: str, detail: str, topic: str, partition: int,
                offset: int) -> bytes:
-    """What the dead-letter topic keeps: why, where from, and the original bytes."""
+    """What the dead-letter topic keeps: why, where from, and the original bytes.
+
+    Originals over 1 MiB are cut there (with their size and SHA-256): the full message
+    stays in the source topic at ``topic/partition/offset`` for its retention.
+    """
+    body = raw[:DLQ_ORIGINAL_MAX]
     try:
-        original, encoding = raw.decode("utf-8"), "utf-8"
+        original, encoding = body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
-        original, encoding = base64.b64encode(raw).decode(), "base64"
-    return orjson.dumps({
-        "reason": reason, "detail": detail, "topic": topic, "partition": partition,
-        "offset": offset, "rejected_at": ms_to_iso(int(time.time() * 1000)),
-        "original": original, "original_encoding": encoding})
+        original, encoding = base64.b64encode(body).decode(), "base64"
+    record = {"reason": reason, "detail": detail, "topic": topic, "partition": partition,
+              "offset": offset, "rejected_at": ms_to_iso(int(time.time() * 1000)),
+              "original": original, "original_encoding": encoding}
+    if len(raw) > DLQ_ORIGINAL_MAX:
+        record.update(original_truncated=True, original_size=len(raw),
+                      original_sha256=hashlib.sha256(raw).hexdigest())
+    return orjson.dumps(record)
 
 
 def broker_credentials(s: Settings):
@@ -80,6 +92,9 @@ def create_app(settings: Settings) -> faust.App:
         producer_max_request_size=4 * 1024 * 1024,
         stream_buffer_maxsize=20_000,
         broker_max_poll_records=5_000,
+        # A SIGKILLed worker's partitions move on after 10 s instead of Faust's 60 s default.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
     )
     logs = app.topic(s.topic_logs, value_type=bytes, key_type=bytes)
     dlq = app.topic(s.topic_dlq, value_type=bytes, key_type=bytes)
@@ -93,7 +108,7 @@ def create_app(settings: Settings) -> faust.App:
     processor = Processor(make_detector(s.detector), make_embedder(s.embedder, s.embedding_dim))
     checkpoints = Checkpoints(processor.detector, s.data_dir)
     sink = ClickHouseSink(s.clickhouse_dsn, store_prompts=s.store_prompts,
-                          prompt_salt=s.prompt_salt)
+                          prompt_salt=s.prompt_salt, fault_file=s.fault_file)
     # One thread owns ClickHouse (the embedded engine is not shared across threads);
     # another runs the detector so the event loop keeps serving Kafka heartbeats.
     db_thread = ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
@@ -107,7 +122,7 @@ def create_app(settings: Settings) -> faust.App:
         async for ev in stream.events():
             msg = ev.message
             metrics.events_in += 1
-            accepted, rejected = accept(ev.value, adapter, s.embedding_dim)
+            accepted, rejected = accept(ev.value or b"", adapter, s.embedding_dim)
             for raw, r in rejected:
                 metrics.dlq += 1
                 await dlq.send(key=msg.key, value=dlq_record(
@@ -146,9 +161,7 @@ def create_app(settings: Settings) -> faust.App:
                 a.stamped()
             first, last = batch[0].message, batch[-1].message
             dedup = token(s.topic_events, first.partition, first.offset, last.offset, len(batch))
-            metrics.sink_behind_s = sink.behind_s
             await loop.run_in_executor(db_thread, sink.write, kept, scored, alerts, dedup)
-            metrics.sink_behind_s = 0.0
             for a in alerts:
                 metrics.alerts[a.severity] += 1
                 await alerts_topic.send(key=a.tenant_id.encode(), value=orjson.dumps(a.to_dict()))
@@ -172,6 +185,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/metrics")
     async def metrics_page(web, request):
+        metrics.sink_behind_s = sink.behind_s
         return web.text(metrics.prometheus(), content_type="text/plain; version=0.0.4")
 
     async def run_query(web, request, body: dict):
