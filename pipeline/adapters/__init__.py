@@ -5,6 +5,10 @@ contract-shaped dicts (one gateway record may hold many requests); validation th
 each exactly as for native events. An adapter that cannot map a record raises
 :class:`pipeline.contracts.events.Rejected`, and the record goes to the DLQ like any bad
 event. ``coverwatch`` (the default) is our own contract: one JSON object per message.
+The gateway formats (``otel-genai``, ``litellm``, ``kong``, ``bedrock``; docs/input-formats.md)
+take options (``tenant_field``, ``key_field``, ``default_tenant``, ``key_salt``) from
+COVERWATCH_ADAPTER_OPTIONS, share one body parser (:mod:`pipeline.adapters.bodies`), hash
+credentials, and reject what they cannot map with reason ``adapter``.
 
 >>> get_adapter("coverwatch")(b'{"event_id": "e", "ts": 1772366400000, "tenant_id": "t"}')
 [{'event_id': 'e', 'ts': 1772366400000, 'tenant_id': 't'}]
@@ -22,7 +26,13 @@ def native(raw: bytes) -> list[Any]:
     return [decode_json(raw)]
 
 
-ADAPTERS: dict[str, str] = {"coverwatch": "pipeline.adapters:native"}
+ADAPTERS: dict[str, str] = {
+    "coverwatch": "pipeline.adapters:native",
+    "otel-genai": "pipeline.adapters.otel:make",
+    "litellm": "pipeline.adapters.litellm:make",
+    "kong": "pipeline.adapters.kong:make",
+    "bedrock": "pipeline.adapters.bedrock:make",
+}
 
 
 def get_adapter(name: str = "coverwatch", **options) -> Adapter:

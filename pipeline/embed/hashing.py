@@ -8,13 +8,13 @@ much of MiniLM's nearest-neighbour structure as a bag of n-grams can (measured b
 
 How a text becomes a vector (everything vectorised over the whole batch):
 
-1. Lowercase, cut to ``max_chars`` (MiniLM reads only its first 128 tokens, too).
+1. Lowercase, cut to ``max_chars`` (MiniLM reads only its first 128 tokens, ~500 chars).
 2. Split into words (runs of Unicode letters/digits). A small built-in English stopword list
    is dropped: function words say little about topic and would otherwise dominate.
-3. Features: content-word unigrams, word bigrams, and character 3-5-grams over the content
-   words (they match inflections and compounds, and work for text without spaces, e.g.
-   Chinese). Each group is L2-normalised on its own and mixed with fixed weights, so a long
-   text's thousands of n-grams do not drown its words.
+3. Features: content-word unigrams and character 2-4-grams inside each content word (they
+   match inflections and compounds, and work for text without spaces, e.g. Chinese; n-grams
+   across word boundaries and word bigrams measured worse). Each group is L2-normalised on
+   its own and mixed with fixed weights, so a text's many n-grams do not drown its words.
 4. Feature hashing with a seeded 64-bit hash (never Python's ``hash()``): each feature adds
    ``±weight`` to ``nnz`` of the ``dim`` coordinates, i.e. a fixed sparse random projection
    of the huge n-gram space. The result is square-rooted (signed), which damps features that
@@ -98,24 +98,25 @@ class HashingEmbedder:
     max_chars : characters read per text (speed; MiniLM also truncates).
     char_ngrams : (min, max) character n-gram lengths over content words; ``None`` to disable.
     word_ngrams : 1 for unigrams only, 2 to add bigrams of consecutive content words.
-    weights : mixing weights of the (word, bigram, char) groups.
+    weights : mixing weights of the (word, bigram, char) groups (bigram one used if enabled).
     nnz : coordinates each feature touches (sparse random projection density).
     power : exponent of the signed power normalisation (1.0 disables it).
     stopwords : words to drop (lowercase); defaults to :data:`STOPWORDS`.
+    span_words : let character n-grams run across word boundaries.
     """
 
     def __init__(
         self,
         dim: int = 384,
         seed: int = 0,
-        max_chars: int = 2000,
-        char_ngrams: tuple[int, int] | None = (3, 5),
-        word_ngrams: int = 2,
+        max_chars: int = 512,
+        char_ngrams: tuple[int, int] | None = (2, 4),
+        word_ngrams: int = 1,
         weights: tuple[float, float, float] = (1.0, 0.5, 1.0),
         nnz: int = 1,
         power: float = 0.5,
         stopwords: frozenset[str] | None = None,
-        span_words: bool = True,
+        span_words: bool = False,
     ):
         if dim < 1 or max_chars < 1 or nnz < 1 or word_ngrams not in (1, 2):
             raise ValueError("need dim >= 1, max_chars >= 1, nnz >= 1, word_ngrams in (1, 2)")
@@ -131,6 +132,7 @@ class HashingEmbedder:
         self.power = power
         self.stopwords = stopwords
         self.span_words = span_words
+        self._chunk = 256
 
         nmax = char_ngrams[1] if char_ngrams else 1
         k = _seeded_constants(seed, 8 + nmax)
@@ -158,8 +160,13 @@ class HashingEmbedder:
         n = len(texts)
         if n == 0:
             return np.zeros((0, self.dim), np.float32)
+        out = np.empty((n, self.dim), np.float32)
         with np.errstate(over="ignore"):
-            return self._embed(texts, n)
+            # chunks keep the per-batch count arrays cache-resident (2x faster than 2k rows)
+            for i in range(0, n, self._chunk):
+                part = texts[i:i + self._chunk]
+                out[i:i + len(part)] = self._embed(part, len(part))
+        return out
 
     def embed_one(self, text: str) -> np.ndarray:
         """Embed one text: float32 array [dim] (same values as in a batch)."""
@@ -174,7 +181,7 @@ class HashingEmbedder:
         m = self.max_chars
         parts = [t[:m].lower() for t in texts]
         lens = np.fromiter(map(len, parts), np.int64, len(parts))
-        cp = np.frombuffer("\n".join(parts).encode("utf-32-le"), np.uint32)
+        cp = np.frombuffer("\n".join(parts).encode("utf-32-le", "surrogatepass"), np.uint32)
         ends = np.cumsum(lens + 1) - 1  # position of the separator after each text
         return cp, ends
 
@@ -200,48 +207,54 @@ class HashingEmbedder:
             h = np.add.reduceat(x, starts)
             return _mix(h ^ self._salt[0])
 
-    def _scatter(self, acc, doc, h, w, group):
-        """Add ±w for each feature hash into acc[doc, bucket] (``nnz`` buckets per feature)."""
-        dim = _U64(self.dim)
+    def _slots(self, h, group):
+        """Accumulator slot of each feature within its (doc, group) block of ``2 * dim``.
+
+        ``h`` is mixed with a per-group salt and multiply-shift maps its top 32 bits to
+        ``[0, 2 * dim)``: the first half counts +1, the second half -1. Counting slots with an
+        unweighted bincount is much faster than a weighted scatter-add of ±1.
+        """
+        slots = _U64(2 * self.dim)
         for r in range(self.nnz):
-            g = _mix(h ^ self._salt[2 + (group * 3 + r) % 6]) if (r or group) else h
-            b = ((g >> _U64(32)) * dim) >> _U64(32)
-            sign = ((g >> _U64(31)) & _U64(1)).astype(np.float64) * 2.0 - 1.0
-            idx = doc * self.dim + b.astype(np.int64)
-            acc += np.bincount(idx, weights=sign * w if w is not None else sign,
-                               minlength=acc.size)
+            g = _mix(h ^ self._salt[2 + (group * 2 + r) % 6])
+            yield ((g >> _U64(32)) * slots) >> _U64(32)
 
     def _embed(self, texts: list[str], n: int) -> np.ndarray:
         dim = self.dim
+        block = _U64(2 * dim)
+        active = [g for g, w in enumerate(self.weights) if w and (
+            g == 0 or (g == 1 and self.word_ngrams == 2) or (g == 2 and self.char_ngrams))]
+        ngroups = _U64(max(len(active), 1))
+        idx = []
+
+        def add(base, h, group):
+            base = base + _U64(active.index(group)) * block
+            for s in self._slots(h, group):
+                idx.append((base + s).view(np.int64))
+
         cp, ends = self._codepoints(texts)
         chars, starts, inword, wid, pos = self._words(cp)
         wh = self._word_hashes(chars, starts, inword, wid, pos)
-        wdoc = np.searchsorted(ends, pos[starts])
+        wdoc = np.searchsorted(ends, pos[starts]).astype(_U64) * (ngroups * block)
         content = ~self._stop[(wh >> _U64(64 - self._stop_bits)).astype(np.int64)]
         ch, cdoc = wh[content], wdoc[content]
-        groups = []
+        if 0 in active:
+            add(cdoc, ch, 0)
 
-        acc = np.zeros(n * dim)
-        self._scatter(acc, cdoc, ch, None, 0)
-        groups.append(acc)
+        if 1 in active:
+            same = np.flatnonzero(cdoc[1:] == cdoc[:-1])
+            add(cdoc[1:][same], _mix(ch[:-1][same] * self._kchar[0] + ch[1:][same]), 1)
 
-        if self.word_ngrams == 2:
-            acc = np.zeros(n * dim)
-            same = cdoc[1:] == cdoc[:-1]
-            bh = _mix(ch[:-1][same] * self._kchar[0] + ch[1:][same])
-            self._scatter(acc, cdoc[1:][same], bh, None, 1)
-            groups.append(acc)
-        else:
-            groups.append(None)
-
-        if self.char_ngrams is not None:
-            acc = np.zeros(n * dim)
-            keep = content[wid]
-            c = chars[keep].astype(_U64)
-            first = (inword[keep] == 0)
-            c[first] += _U64(0x110000)  # mark word starts: n-grams see word boundaries
-            cd = wdoc[wid[keep]]
+        if 2 in active:
             lo, hi = self.char_ngrams
+            wlen = np.diff(np.append(starts, len(chars)))
+            keep = (content & (wlen >= lo))[wid]
+            c = chars[keep].astype(_U64)
+            iw = inword[keep]
+            c[iw == 0] += _U64(0x110000)  # mark word starts: n-grams see word boundaries
+            wk = wid[keep]
+            rem = wlen[wk] - iw           # chars left in the word from here
+            cd = wdoc[wk]
             h = np.zeros(len(c), _U64)
             for j in range(hi):
                 m = len(c) - j
@@ -249,27 +262,25 @@ class HashingEmbedder:
                     break
                 h[:m] += c[j:] * self._kchar[j]
                 if j + 1 >= lo:
-                    ok = cd[j:] == cd[:m]
-                    if not self.span_words and j:
-                        # reject n-grams whose later chars start a new word
-                        inner = np.cumsum(first)
-                        ok &= (inner[j:] - inner[:m]) == 0
-                    g = _mix(h[:m][ok] + _U64(j + 1) * _GOLD)
-                    self._scatter(acc, cd[:m][ok], g, None, 2)
-            groups.append(acc)
-        else:
-            groups.append(None)
+                    if self.span_words:
+                        same = wdoc[wk[j:]] == cd[:m]
+                        ok = np.flatnonzero(same)
+                    else:
+                        ok = np.flatnonzero(rem[:m] > j)
+                    add(cd[ok], h[ok] + _U64(j + 1) * _GOLD, 2)
 
-        out = np.zeros((n, dim))
-        for acc, wt in zip(groups, self.weights):
-            if acc is None or wt == 0:
-                continue
-            a = acc.reshape(n, dim)
-            if self.power != 1.0:
-                a = np.sign(a) * np.abs(a) ** self.power
-            nrm = np.sqrt(np.einsum("ij,ij->i", a, a))
-            nrm[nrm == 0] = 1.0
-            out += a * (wt / nrm)[:, None]
+        g = int(ngroups)
+        counts = np.bincount(np.concatenate(idx) if idx else np.zeros(0, np.int64),
+                             minlength=n * g * 2 * dim).reshape(n, g, 2, dim)
+        acc = (counts[:, :, 0] - counts[:, :, 1]).astype(np.float32)
+        if self.power == 0.5:
+            acc = np.copysign(np.sqrt(np.abs(acc)), acc)
+        elif self.power != 1.0:
+            acc = np.copysign(np.abs(acc) ** np.float32(self.power), acc)
+        nrm = np.sqrt(np.einsum("ijk,ijk->ij", acc, acc))
+        nrm[nrm == 0] = 1.0
+        wts = np.asarray([self.weights[a] for a in active] or [0.0], np.float32)
+        out = np.einsum("ijk,ij->ik", acc, wts / nrm)
         nrm = np.sqrt(np.einsum("ij,ij->i", out, out))
         empty = nrm == 0
         if empty.any():

@@ -1,0 +1,92 @@
+"""``kong``: Kong Gateway log JSON with the AI Proxy ``ai`` object -> contract events.
+
+Every Kong log plugin (kafka-log, http-log, file-log, ...) emits the same serializer JSON;
+AI Proxy adds ``ai.proxy.{meta,usage,payload}`` (3.8+) or, in 3.6/3.7,
+``ai.<plugin>.{meta,usage}`` with singular ``prompt_token``/``completion_token`` and
+``ai.payload.request``. ``log_statistics`` and ``log_payloads`` default to false, so a
+record without ``ai`` still counts (volume, timing, status); http-log batches are arrays.
+The tenant is the authenticated consumer; the credential is ``authenticated_entity.id``.
+
+>>> [e] = make()(b'{"started_at": 1772366400000, "request": {"id": "r1", "uri": "/chat?x=1",'
+...   b' "headers": {"user-agent": "curl/8"}}, "response": {"status": 200},'
+...   b' "latencies": {"request": 812}, "client_ip": "10.0.0.7", "consumer": {"username": "acme"},'
+...   b' "ai": {"proxy": {"meta": {"request_model": "gpt-4o"},'
+...   b' "usage": {"prompt_tokens": 17, "completion_tokens": 9}}}}')
+>>> e["tenant_id"], e["endpoint"], e["input_tokens"], e["metadata"]["prompt_missing"]
+('acme', '/chat', 17, 'not_logged')
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.adapters import bodies
+from pipeline.adapters.common import (build, count, digest_id, get_path, http_status,
+                                      load_records, map_all, obj, options, reject)
+
+FORMAT = "kong"
+TENANT_FIELDS = ("consumer.custom_id", "consumer.username", "consumer.id", "workspace_name")
+KEY_FIELDS = ("authenticated_entity.id",)
+
+
+def _plugin(ai: dict) -> dict:
+    """The AI Proxy section: ``ai.proxy`` (3.8+) or the legacy ``ai.<plugin-name>``."""
+    if isinstance(ai.get("proxy"), dict):
+        return ai["proxy"]
+    for v in ai.values():
+        if isinstance(v, dict) and ("usage" in v or "meta" in v):
+            return v
+    return {}
+
+
+def _header(headers: Any, name: str) -> str | None:
+    v = headers.get(name) if isinstance(headers, dict) else None
+    v = v[0] if isinstance(v, list) and v else v
+    return v if isinstance(v, str) else None
+
+
+def make(**opts: Any):
+    """Adapter factory; options: tenant_field, key_field, default_tenant, key_salt."""
+    o = options(FORMAT, opts, tenant=TENANT_FIELDS, key=KEY_FIELDS)
+
+    def one(r: Any) -> dict:
+        if not isinstance(r, dict) or "started_at" not in r or not isinstance(
+                r.get("request"), dict):
+            raise reject(FORMAT, "not a Kong log record (needs started_at and request)")
+        req, resp, ai = r["request"], obj(r.get("response")), obj(r.get("ai"))
+        plug = _plugin(ai)
+        meta, usage = obj(plug.get("meta")), obj(plug.get("usage"))
+        payload = obj(plug.get("payload") or ai.get("payload"))
+        inp = count(usage.get("prompt_tokens", usage.get("input_tokens", usage.get(
+            "prompt_token"))))
+        out = count(usage.get("completion_tokens", usage.get("output_tokens", usage.get(
+            "completion_token"))))
+        if inp is None and out is None and payload.get("response"):
+            inp, out = bodies.usage_of(payload["response"])
+        ip = r.get("client_ip")
+        return build(
+            o, event_id=req.get("id") or _header(resp.get("headers"), "x-kong-request-id")
+            or _header(req.get("headers"), "x-kong-request-id") or digest_id(r),
+            ts=r["started_at"], lookup=lambda path: get_path(r, path),
+            prompt=bodies.prompt_of(payload.get("request")),
+            model=meta.get("request_model") or meta.get("response_model")
+            or bodies.model_of(payload.get("request")),
+            endpoint=str(req.get("uri") or "").split("?", 1)[0] or None,
+            input_tokens=inp, output_tokens=out,
+            latency_ms=_ms(get_path(r, "latencies.request")),
+            status=http_status(resp.get("status")),
+            client_ip=ip.split(",")[0].strip() if isinstance(ip, str) else None,
+            user_agent=_header(req.get("headers"), "user-agent"),
+            meta={"provider": meta.get("provider_name"), "response_model":
+                  meta.get("response_model"), "request_mode": meta.get("request_mode"),
+                  "llm_latency_ms": meta.get("llm_latency"), "cost": usage.get("cost"),
+                  "cache_status": get_path(plug, "cache.cache_status"),
+                  "service": get_path(r, "service.name"), "route": get_path(r, "route.name"),
+                  "workspace": r.get("workspace_name"), "ai_statistics": bool(usage)})
+
+    def adapter(raw: bytes) -> list[dict]:
+        return map_all(FORMAT, load_records(raw), one)
+    return adapter
+
+
+def _ms(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else None

@@ -1,0 +1,446 @@
+"""Gateway adapters: vendor-shaped sample records (tests/fixtures) mapped field by field.
+
+Each format: a realistic record, a redacted/absent-prompt record (still an event, marked in
+metadata), a malformed record (dead-lettered with reason ``adapter`` or a contract reason),
+and the tenant/credential options.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline.adapters import ADAPTERS, bodies, get_adapter
+from pipeline.adapters.common import hash_key, to_ms
+from pipeline.contracts.events import REASONS, Rejected
+from pipeline.ingest import accept
+
+FIX = Path(__file__).parent / "fixtures"
+T0 = 1772366400000  # 2026-03-01T12:00:00Z
+
+
+def raw(name: str) -> bytes:
+    return (FIX / name).read_bytes()
+
+
+def fixture(name: str):
+    return json.loads(raw(name))
+
+
+def run(fmt: str, data, **opts):
+    """Adapter then contract validation, as the worker does; returns (events, rejections)."""
+    payload = data if isinstance(data, bytes) else orjson.dumps(data)
+    return accept(payload, get_adapter(fmt, **opts), 384)
+
+
+def by_id(events):
+    return {e.event_id: e for e in events}
+
+
+def test_registry_and_reason():
+    assert {"otel-genai", "litellm", "kong", "bedrock"} <= set(ADAPTERS)
+    assert "adapter" in REASONS
+
+
+# ---------------------------------------------------------------- shared helpers
+
+@pytest.mark.parametrize("value, ms", [
+    (1772366400, T0), (1772366400.25, T0 + 250), (T0, T0), (T0 * 1000 + 999, T0),
+    ("1772366400000000000", T0), (1772366400123456789, T0 + 123),
+    ("2026-03-01T12:00:00Z", T0), ("2026-03-01T13:00:00.5+01:00", T0 + 500),
+])
+def test_timestamps_normalised_to_epoch_ms(value, ms):
+    assert to_ms(value, "x") == ms
+
+
+@pytest.mark.parametrize("value", [None, True, "yesterday", "2026-03-01T12:00:00", {}])
+def test_bad_timestamps_are_adapter_rejections(value):
+    with pytest.raises(Rejected) as exc:
+        to_ms(value, "x")
+    assert exc.value.reason == "adapter"
+
+
+@pytest.mark.parametrize("body, text", [
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                   {"role": "user", "content": [{"type": "text", "text": "c"},
+                                                {"type": "image_url", "image_url": {}}]}]}, "c"),
+    ({"model": "gpt-4.1", "input": "plain responses input"}, "plain responses input"),
+    ({"input": [{"role": "user", "content": [{"type": "input_text", "text": "r1"}]},
+                {"type": "function_call_output", "output": "{}"}]}, "r1"),
+    ({"input": ["emb one", "emb two"], "model": "text-embedding-3-small"}, "emb one\nemb two"),
+    ({"system": "sys", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "anthropic q"},
+        {"type": "tool_result", "tool_use_id": "t", "content": "x"}]}]}, "anthropic q"),
+    ({"messages": [{"role": "user", "content": [{"text": "converse q"}, {"image": {}}]}],
+      "system": [{"text": "s"}]}, "converse q"),
+    ({"inputText": "titan q"}, "titan q"),
+    ({"prompt": "<s>[INST] llama q [/INST]"}, "<s>[INST] llama q [/INST]"),
+    ({"contents": [{"role": "user", "parts": [{"text": "gemini q"}]}]}, "gemini q"),
+    ('{"messages": [{"role": "user", "content": "as a JSON string"}]}', "as a JSON string"),
+    ([{"role": "user", "parts": [{"type": "text", "content": "otel parts"}]}], "otel parts"),
+])
+def test_body_parser_prompt_shapes(body, text):
+    assert bodies.prompt_of(body).text == text
+
+
+@pytest.mark.parametrize("body, missing", [
+    (None, "not_logged"), ({}, "not_logged"), ({"input": [[1, 2, 3]]}, "no_text"),
+    ({"messages": [{"role": "user", "content": "redacted-by-litellm"}]}, "redacted"),
+    ('{"messages": [{"role": "user", "content": "cut off', "unparseable"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "no_text"),
+])
+def test_body_parser_says_why_there_is_no_prompt(body, missing):
+    assert bodies.prompt_of(body) == bodies.Prompt(None, missing)
+
+
+def test_body_parser_caps_long_prompts():
+    p = bodies.prompt_of({"input": "x" * (bodies.PROMPT_MAX_CHARS + 10)})
+    assert len(p.text) == bodies.PROMPT_MAX_CHARS and p.truncated
+
+
+@pytest.mark.parametrize("body, usage", [
+    ({"usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}}, (10, 20)),
+    ({"usage": {"input_tokens": 5, "output_tokens": 6}}, (5, 6)),
+    ({"usage": {"inputTokens": 7, "outputTokens": 8, "totalTokens": 15}}, (7, 8)),
+    ({"usage": {"prompt_tokens": 12, "total_tokens": 12}}, (12, None)),
+    ({"inputTextTokenCount": 3, "results": [{"tokenCount": 4}]}, (3, 4)),
+    ({"prompt_token_count": 9, "generation_token_count": 2}, (9, 2)),
+    ('{"usage": {"input_tokens": 1, "output_tokens": 2}}', (1, 2)),
+    (None, (None, None)),
+])
+def test_body_parser_usage_shapes(body, usage):
+    assert bodies.usage_of(body) == usage
+
+
+# ---------------------------------------------------------------- otel-genai
+
+def test_otel_spans_field_by_field():
+    events, bad = run("otel-genai", raw("otel_genai_spans.json"))
+    assert bad == []
+    ev = by_id(events)
+    # 9 spans: an HTTP server span, an execute_tool span and an OpenInference CHAIN are skipped
+    assert len(ev) == 5
+    chat = ev["5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174"]
+    assert (chat.ts_ms, chat.tenant_id, chat.model, chat.endpoint) == (
+        T0, "acme-corp", "gpt-4o-mini", "chat")
+    assert (chat.input_tokens, chat.output_tokens, chat.latency_ms, chat.status) == (
+        57, 12, 1234.0, 200)
+    assert chat.prompt == "How do I reset my password?"
+    assert chat.api_key_id is None
+    assert chat.metadata["provider"] == "openai"
+    assert chat.metadata["response_id"] == "chatcmpl-Bx1"
+    assert chat.metadata["conversation_id"] == "conv-881"
+    assert chat.metadata["finish_reasons"] == ["stop"]
+    assert chat.metadata["trace_id"] == "5b8efff798038103d269b633813fc60c"
+    assert chat.metadata["prompt_present"] is True
+
+    emb = ev["0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331"]
+    assert (emb.endpoint, emb.model, emb.input_tokens, emb.output_tokens) == (
+        "embeddings", "text-embedding-3-small", 8, None)
+    assert emb.prompt is None and emb.metadata["prompt_missing"] == "not_logged"
+
+    old = ev["4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"]  # OpenLLMetry, older names
+    assert (old.tenant_id, old.model, old.endpoint) == ("rag-worker", "gpt-4-turbo", "chat")
+    assert (old.input_tokens, old.output_tokens, old.latency_ms) == (120, 30, 2500.0)
+    assert old.prompt == "Summarise the refund policy."
+
+    err = ev["4bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b8"]
+    assert err.status == 429 and err.metadata["error_type"] == "RateLimitError"
+
+    oi = ev["c0ffee00000000000000000000000001-1111111111111111"]  # OpenInference (Envoy AI GW)
+    assert (oi.tenant_id, oi.model, oi.endpoint) == ("globex", "gpt-4.1-nano", "llm")
+    assert (oi.input_tokens, oi.output_tokens, oi.status) == (24, 7, 200)
+    assert oi.prompt == "Translate 'good morning' into French."
+    assert oi.metadata["user_id"] == "u-42"
+
+
+def test_otel_logs_details_event_and_legacy_message_events():
+    events, bad = run("otel-genai", raw("otel_genai_logs.json"))
+    assert bad == []
+    ev = by_id(events)
+    assert len(ev) == 2  # the plain application log is skipped; 3 legacy events -> 1 call
+    d = ev["aaaabbbbccccdddd0000111122223333-0123456789abcdef"]
+    assert (d.ts_ms, d.tenant_id, d.model, d.endpoint) == (
+        T0 + 10_000, "initech", "gemini-2.5-flash", "generate_content")
+    assert (d.input_tokens, d.output_tokens) == (33, 210)
+    assert d.prompt == "List the prime numbers below 30."
+    legacy = ev["99990000aaaabbbbccccddddeeeeffff-fedcba9876543210"]
+    assert (legacy.tenant_id, legacy.ts_ms) == ("legacy-assistant", T0 + 11_000)
+    assert legacy.prompt == "Write a haiku about Kafka."
+    assert legacy.metadata["signal"] == "log-events"
+
+
+def test_otel_redacted_and_absent_content_still_events():
+    doc = fixture("otel_genai_spans.json")
+    oi_span = doc["resourceSpans"][2]["scopeSpans"][0]["spans"][0]
+    for a in oi_span["attributes"]:       # OPENINFERENCE_HIDE_INPUTS=true
+        if a["key"] in ("input.value", "llm.input_messages.0.message.content"):
+            a["value"] = {"stringValue": "__REDACTED__"}
+    events, bad = run("otel-genai", {"resourceSpans": [doc["resourceSpans"][2]]})
+    assert bad == [] and len(events) == 1
+    e = events[0]
+    assert e.prompt is None and (e.input_tokens, e.output_tokens) == (24, 7)
+    assert e.metadata["prompt_redacted"] is True and e.metadata["prompt_present"] is False
+    assert e.metadata["prompt_missing"] == "redacted"
+
+
+def test_otel_tenant_and_key_options():
+    events, _ = run("otel-genai", raw("otel_genai_spans.json"), tenant_field="service.name",
+                    key_field="user.id")
+    ev = by_id(events)
+    assert {e.tenant_id for e in events} == {"support-bot", "rag-worker", "envoy-ai-gateway"}
+    oi = ev["c0ffee00000000000000000000000001-1111111111111111"]
+    assert oi.api_key_id == hash_key("u-42")
+    events, bad = run("otel-genai", raw("otel_genai_spans.json"), tenant_field="nope")
+    assert events == [] and {r.reason for _, r in bad} == {"adapter"}
+    events, _ = run("otel-genai", raw("otel_genai_spans.json"), tenant_field="nope",
+                    default_tenant="single")
+    assert {e.tenant_id for e in events} == {"single"}
+
+
+def test_otel_malformed_records():
+    events, bad = run("otel-genai", b"\n\x0b\x12\x09resource")  # otlp_proto, not otlp_json
+    assert events == [] and bad[0][1].reason == "adapter" and "otlp_json" in bad[0][1].detail
+    events, bad = run("otel-genai", {"spans": []})
+    assert bad[0][1].reason == "adapter"
+    assert run("otel-genai", {"resourceSpans": []}) == ([], [])
+    # one GenAI span without a start time: only that span is dead-lettered
+    doc = fixture("otel_genai_spans.json")
+    del doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["startTimeUnixNano"]
+    events, bad = run("otel-genai", doc)
+    assert len(events) == 4 and len(bad) == 1
+    rec, r = bad[0]
+    assert r.reason == "adapter" and orjson.loads(rec)["spanId"] == "eee19b7ec3c1b174"
+
+
+# ---------------------------------------------------------------- litellm
+
+def test_litellm_payload_field_by_field():
+    [e], bad = run("litellm", raw("litellm_payload.json"))
+    assert bad == []
+    assert e.event_id == "chatcmpl-2299b6a2-82a3-465a-b47c-04e685a2227f"
+    assert (e.ts_ms, e.tenant_id, e.model, e.endpoint) == (
+        T0 + 285, "team-acme", "gpt-4o", "/chat/completions")
+    key = "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b"
+    assert e.api_key_id == hash_key(key) and len(e.api_key_id) == 16
+    assert (e.input_tokens, e.output_tokens, e.status) == (10, 20, 200)
+    assert e.latency_ms == 1794.0  # endTime - startTime, not response_time (TTFT)
+    assert (e.client_ip, e.user_agent) == ("203.0.113.9", None)
+    assert e.prompt == "Hello, world!"  # last user turn, text parts only
+    m = e.metadata
+    assert (m["source_format"], m["trace_id"], m["provider"], m["cost"]) == (
+        "litellm", "97311c60-9a61-4f48-a814-70139ee57868", "openai", 0.000225)
+    assert m["key_alias"] == "acme-prod" and m["request_tags"] == ["prod"]
+
+
+def test_litellm_array_and_ndjson_batches():
+    events, bad = run("litellm", raw("litellm_array.json"))
+    assert bad == []
+    ev = by_id(events)
+    assert [e.tenant_id for e in events] == ["team-globex", "team-globex", "org-initech"]
+    assert ev["emb-b2"].prompt == "what is a b-tree\nhow do skip lists work"
+    assert (ev["emb-b2"].endpoint, ev["emb-b2"].input_tokens) == ("/embeddings", 12)
+    assert ev["fail-c3"].status == 429 and ev["fail-c3"].metadata["error_class"] == (
+        "RateLimitError")
+    assert ev["chatcmpl-a1"].metadata["end_user"] == "cust-991"
+    events, bad = run("litellm", raw("litellm_batch.ndjson"))
+    assert bad == [] and [(e.event_id, e.prompt) for e in events] == [
+        ("nd-1", "first"), ("nd-2", "second")]
+
+
+def test_litellm_redacted_prompt():
+    [e], bad = run("litellm", raw("litellm_redacted.json"))
+    assert bad == [] and e.prompt is None
+    assert (e.input_tokens, e.output_tokens, e.model) == (18, 5, "gpt-4o-mini")
+    assert e.metadata["prompt_redacted"] is True and e.metadata["prompt_missing"] == "redacted"
+
+
+def test_litellm_options_and_malformed():
+    [e], _ = run("litellm", raw("litellm_payload.json"),
+                 tenant_field="metadata.user_api_key_org_id",
+                 key_field="metadata.user_api_key_alias", key_salt="s3cret")
+    assert e.tenant_id == "org-7" and e.api_key_id == hash_key("acme-prod", b"s3cret")
+    assert e.api_key_id != hash_key("acme-prod")
+    _, bad = run("litellm", {"id": "x", "messages": []})
+    assert bad[0][1].reason == "adapter" and bad[0][1].detail.startswith("litellm:")
+    _, bad = run("litellm", b'{"id": "x", "startTime": ')
+    assert bad[0][1].reason == "invalid_json"
+    p = fixture("litellm_payload.json")
+    p["startTime"] = "last tuesday"
+    _, bad = run("litellm", p)
+    assert bad[0][1].reason == "adapter"
+    # one bad payload in a batch: the others still become events
+    batch = fixture("litellm_array.json")
+    batch[1]["metadata"] = {}
+    events, bad = run("litellm", batch)
+    assert [e.event_id for e in events] == ["chatcmpl-a1", "fail-c3"]
+    assert len(bad) == 1 and orjson.loads(bad[0][0])["id"] == "emb-b2"
+    assert "no tenant" in bad[0][1].detail
+
+
+# ---------------------------------------------------------------- kong
+
+def test_kong_current_format_field_by_field():
+    [e], bad = run("kong", raw("kong_ai_proxy.json"))
+    assert bad == []
+    assert (e.event_id, e.ts_ms) == ("2a17b1c4e8d35b66b9e0f4d1a0c3d7e2", T0 + 100_010)
+    assert (e.tenant_id, e.api_key_id) == (
+        "tenant-acme", hash_key("0f1e2d3c-4b5a-4968-8776-655443322110"))
+    assert (e.model, e.endpoint, e.status, e.latency_ms) == ("gpt-4o", "/openai/chat", 200, 1440.0)
+    assert (e.input_tokens, e.output_tokens) == (17, 9)
+    assert (e.client_ip, e.user_agent) == ("203.0.113.50", "OpenAI/Python 1.54.3")
+    assert e.prompt == "What is 1 + 1?"
+    m = e.metadata
+    assert (m["provider"], m["response_model"], m["llm_latency_ms"], m["route"]) == (
+        "openai", "gpt-4o-2024-08-06", 1426, "openai-chat")
+
+
+def test_kong_old_format_singular_token_names():
+    [e], bad = run("kong", raw("kong_ai_proxy_old.json"))
+    assert bad == []
+    assert e.event_id == "71f1e05dc3a3d0466bc1e35f7bd0ba40"  # response x-kong-request-id
+    assert (e.tenant_id, e.model, e.endpoint) == ("globex", "command", "/cohere/chat")
+    assert (e.input_tokens, e.output_tokens) == (28, 20)
+    assert (e.client_ip, e.user_agent) == ("198.51.100.23", "python-requests/2.32.3")
+    assert e.prompt == "What is the capital of France?"
+
+
+def test_kong_without_payloads_or_statistics():
+    r = fixture("kong_ai_proxy.json")
+    del r["ai"]["proxy"]["payload"]               # log_payloads=false (the default)
+    [e], _ = run("kong", r)
+    assert e.prompt is None and e.input_tokens == 17
+    assert e.metadata["prompt_redacted"] is True and e.metadata["prompt_missing"] == "not_logged"
+    del r["ai"]                                    # log_statistics=false too
+    [e], _ = run("kong", r)
+    assert (e.tenant_id, e.status, e.input_tokens) == ("tenant-acme", 200, None)
+    assert e.metadata["ai_statistics"] is False
+
+
+def test_kong_options_batch_and_malformed():
+    [e], _ = run("kong", raw("kong_ai_proxy.json"), tenant_field="workspace_name")
+    assert e.tenant_id == "default"
+    batch = [fixture("kong_ai_proxy.json"), fixture("kong_ai_proxy_old.json")]  # http-log queue
+    events, bad = run("kong", batch)
+    assert bad == [] and [e.tenant_id for e in events] == ["tenant-acme", "globex"]
+    _, bad = run("kong", {"message": "not a kong log"})
+    assert bad[0][1].reason == "adapter" and bad[0][1].detail.startswith("kong:")
+    r = fixture("kong_ai_proxy.json")
+    r["ai"]["proxy"]["payload"]["request"] = '{"model":"gpt-4o","messages":[{"role":"us'
+    [e], _ = run("kong", r)                        # payload truncated by Kong: still an event
+    assert e.prompt is None and e.metadata["prompt_missing"] == "unparseable"
+    r["started_at"] = 5                            # 1970: the contract rejects it
+    _, bad = run("kong", r)
+    assert bad[0][1].reason == "out_of_range"
+
+
+# ---------------------------------------------------------------- bedrock
+
+def test_bedrock_converse_field_by_field():
+    [e], bad = run("bedrock", raw("bedrock_invocation.json"))
+    assert bad == []
+    assert (e.event_id, e.ts_ms) == ("3f0c2d5e-8a7b-4c61-9d2e-1b0a9f8e7d6c", T0 + 600_000)
+    assert e.tenant_id == "acme-corp"   # requestMetadata.tenant_id
+    assert e.api_key_id == hash_key("arn:aws:sts::111122223333:assumed-role/support-bot-role")
+    assert (e.model, e.endpoint, e.status) == (
+        "anthropic.claude-3-5-haiku-20241022-v1:0", "Converse", 200)
+    assert (e.input_tokens, e.output_tokens, e.latency_ms) == (38, 9, 612.0)
+    assert e.prompt == "And in Fahrenheit?"
+    assert (e.client_ip, e.user_agent) == (None, None)
+    assert e.metadata["region"] == "us-east-1" and e.metadata["account_id"] == "111122223333"
+
+
+def test_bedrock_invoke_model_anthropic_body():
+    [e], _ = run("bedrock", raw("bedrock_invoke_anthropic.json"))
+    assert e.tenant_id == "444455556666"          # the identity ARN's account
+    assert e.api_key_id == hash_key("arn:aws:iam::444455556666:user/batch-exporter")
+    assert e.prompt == "Classify: 'my card was charged twice'"
+    assert (e.input_tokens, e.output_tokens, e.ts_ms) == (21, 2, T0 + 690_250)
+    [e], _ = run("bedrock", raw("bedrock_invoke_anthropic.json"), tenant_field="identity.role")
+    assert e.tenant_id == "batch-exporter"
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda b: b,                                   # already unpacked JSON
+    gzip.compress,                                 # gzip (Firehose / Lambda)
+    lambda b: base64.b64encode(gzip.compress(b)),  # Kinesis record data
+])
+def test_bedrock_cloudwatch_envelope(wrap):
+    events, bad = run("bedrock", wrap(raw("bedrock_cloudwatch_envelope.json")))
+    assert bad == []
+    offloaded, throttled = events
+    assert (offloaded.model, offloaded.input_tokens, offloaded.output_tokens) == (
+        "amazon.titan-text-express-v1", 30211, 180)
+    assert offloaded.prompt is None
+    assert offloaded.metadata["prompt_missing"] == "offloaded_to_s3"
+    assert (throttled.status, throttled.endpoint) == (429, "ConverseStream")
+    assert throttled.metadata["error_code"] == "ThrottlingException"
+    assert offloaded.tenant_id == throttled.tenant_id == "111122223333"
+    assert offloaded.api_key_id == hash_key(
+        "arn:aws:sts::111122223333:assumed-role/rag-indexer")
+
+
+def test_bedrock_text_delivery_off_and_malformed():
+    r = fixture("bedrock_invocation.json")
+    del r["input"]["inputBodyJson"], r["output"]["outputBodyJson"]  # textDataDeliveryEnabled off
+    [e], _ = run("bedrock", r)
+    assert e.prompt is None and (e.input_tokens, e.output_tokens) == (38, 9)
+    assert e.metadata["prompt_redacted"] is True
+    assert run("bedrock", {"messageType": "CONTROL_MESSAGE", "logEvents": []}) == ([], [])
+    _, bad = run("bedrock", {"schemaType": "ModelInvocationLog", "requestId": "x"})
+    assert bad[0][1].reason == "adapter" and bad[0][1].detail.startswith("bedrock:")
+    _, bad = run("bedrock", b"H4sI!!!not-base64")
+    assert bad[0][1].reason == "adapter"
+    env = fixture("bedrock_cloudwatch_envelope.json")
+    env["logEvents"][0]["message"] = "{truncated"
+    events, bad = run("bedrock", env)
+    assert len(events) == 1 and bad[0][1].reason == "adapter"
+
+
+# ---------------------------------------------------------------- options, privacy
+
+@pytest.mark.parametrize("fmt", ["otel-genai", "litellm", "kong", "bedrock"])
+def test_unknown_option_names_the_allowed_ones(fmt):
+    with pytest.raises(SystemExit, match="allowed: tenant_field, key_field"):
+        get_adapter(fmt, tenant_feild="x")
+    with pytest.raises(SystemExit):
+        get_adapter(fmt, tenant_field=7)
+
+
+def test_options_come_from_settings_json():
+    from pipeline.settings import Settings
+    s = Settings(input_format="kong", adapter_options='{"tenant_field": ["consumer.id"]}')
+    [e] = s.adapter()(raw("kong_ai_proxy.json"))
+    assert e["tenant_id"] == "c2d3e4f5-1111-4222-8333-944455566677"
+
+
+@pytest.mark.parametrize("fmt, name, secret", [
+    ("litellm", "litellm_payload.json",
+     "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b"),
+    ("kong", "kong_ai_proxy.json", "0f1e2d3c-4b5a-4968-8776-655443322110"),
+    ("bedrock", "bedrock_invocation.json", "support-bot-role"),
+])
+def test_credentials_never_stored_as_given(fmt, name, secret):
+    events, _ = run(fmt, raw(name))
+    for e in events:
+        assert secret not in orjson.dumps(e.to_dict()).decode()
+
+
+
+def test_wrong_typed_sections_cost_nothing_or_get_the_adapter_reason():
+    r = fixture("kong_ai_proxy.json")
+    r["ai"]["proxy"]["usage"] = "n/a"              # optional section of the wrong type
+    [e], bad = run("kong", r)
+    assert bad == [] and e.prompt == "What is 1 + 1?"
+    assert e.input_tokens == 17                    # from the logged response body instead
+    p = fixture("litellm_payload.json")
+    p["request_tags"] = "prod"
+    assert run("litellm", p)[1] == []
+    doc = fixture("otel_genai_spans.json")
+    doc["resourceSpans"][0]["scopeSpans"] = "broken"  # structure broken: adapter, not a crash
+    events, bad = run("otel-genai", doc)
+    assert events == [] and bad[0][1].reason == "adapter"
