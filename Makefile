@@ -20,7 +20,7 @@ run: install
 	@bash infra/run.sh
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not faults"
 
 test-faults: install
 	$(BIN)/python -m pytest -q -m faults tests/
