@@ -19,6 +19,7 @@ PLUGINS = {
 BENCHES = {
     "detect": ("pipeline.bench.detect", "detection quality: ours vs baselines"),
     "embed": ("pipeline.bench.embedding", "text embedder speed and recall@10 vs MiniLM"),
+    "throughput": ("pipeline.bench.throughput", "throughput, latency and memory vs the Kafka ceiling"),
 }
 
 
