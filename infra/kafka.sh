@@ -226,6 +226,9 @@ min.insync.replicas=1
 num.partitions=4
 default.replication.factor=1
 auto.create.topics.enable=true
+# Large enough for a hostile 10 MB prompt to reach the worker and be dead-lettered.
+message.max.bytes=16777216
+replica.fetch.max.bytes=16777216
 delete.topic.enable=true
 group.initial.rebalance.delay.ms=0
 

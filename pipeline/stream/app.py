@@ -19,15 +19,17 @@ import logging
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 import faust
 import orjson
 
-from pipeline.contracts.events import ms_to_iso, parse_event
+from pipeline.contracts.events import ms_to_iso
 from pipeline.ingest import accept
 from pipeline.process import Processor, make_detector, make_embedder
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import ClickHouseSink, token
+from pipeline.stream.codec import decode_batch, encode_batch, partition_for
 from pipeline.stream.metrics import Metrics
 from pipeline.stream.state import Checkpoints
 
@@ -36,6 +38,31 @@ _OFFSET = struct.Struct(">q")
 
 
 DLQ_ORIGINAL_MAX = 1_048_576
+INTERNAL_MAX_BYTES = 8 * 1024 * 1024
+CHUNK_BYTES = 512 * 1024
+
+
+def chunks(events: list) -> Iterator[list]:
+    """Split one partition's events into internal messages of about CHUNK_BYTES."""
+    chunk, size = [], 0
+    for e in events:
+        est = 200 + len(e.prompt or "") * 4 + (0 if e.embedding is None else 4 * len(e.embedding))
+        if chunk and size + est > CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(e)
+        size += est
+    if chunk:
+        yield chunk
+
+
+def offset_ranges(batch) -> list:
+    """(partition, first, last offset) per partition of a batch: what a dedup token names."""
+    ranges: dict[int, list[int]] = {}
+    for ev in batch:
+        r = ranges.setdefault(ev.message.partition, [ev.message.offset, ev.message.offset])
+        r[0], r[1] = min(r[0], ev.message.offset), max(r[1], ev.message.offset)
+    return sorted((p, a, b) for p, (a, b) in ranges.items())
 
 
 def dlq_record(raw: bytes, reason: str, detail: str, topic: str, partition: int,
@@ -89,7 +116,8 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
-        producer_max_request_size=4 * 1024 * 1024,
+        producer_max_request_size=INTERNAL_MAX_BYTES,
+        producer_linger_ms=5,
         stream_buffer_maxsize=20_000,
         broker_max_poll_records=5_000,
         # A SIGKILLed worker's partitions move on after 10 s instead of Faust's 60 s default.
@@ -100,7 +128,8 @@ def create_app(settings: Settings) -> faust.App:
     dlq = app.topic(s.topic_dlq, value_type=bytes, key_type=bytes)
     alerts_topic = app.topic(s.topic_alerts, value_type=bytes, key_type=bytes)
     events = app.topic(s.topic_events, value_type=bytes, key_type=bytes,
-                       partitions=s.partitions, internal=True)
+                       partitions=s.partitions, internal=True,
+                       config={"max.message.bytes": str(INTERNAL_MAX_BYTES)})
     state = app.Table("tenant-state", default=None, partitions=s.partitions,
                       use_partitioner=True, key_type=bytes, value_type=bytes)
 
@@ -113,54 +142,69 @@ def create_app(settings: Settings) -> faust.App:
     # another runs the detector so the event loop keeps serving Kafka heartbeats.
     db_thread = ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
     cpu_thread = ThreadPoolExecutor(1, thread_name_prefix="detector")
+    ingest_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
     app.coverwatch = {"settings": s, "metrics": metrics, "processor": processor, "sink": sink}
 
     adapter = s.adapter()
 
-    @app.agent(logs)
-    async def ingest(stream):
-        async for ev in stream.events():
+    def validate_batch(batch) -> tuple[list[tuple[int, bytes]], list[tuple[bytes, bytes]]]:
+        """Raw messages -> internal messages per partition, and dead letters (off the loop)."""
+        groups: dict[int, list] = {}
+        dead = []
+        for ev in batch:
             msg = ev.message
-            metrics.events_in += 1
             accepted, rejected = accept(ev.value or b"", adapter, s.embedding_dim)
             for raw, r in rejected:
+                dead.append((msg.key, dlq_record(raw, r.reason, r.detail, msg.topic,
+                                                 msg.partition, msg.offset)))
+            for e in accepted:
+                groups.setdefault(partition_for(e.tenant_id, s.partitions), []).append(e)
+        out = []
+        for p, evs in groups.items():
+            for chunk in chunks(evs):
+                out.append((p, encode_batch(chunk)))
+        return out, dead
+
+    @app.agent(logs)
+    async def ingest(stream):
+        loop = asyncio.get_running_loop()
+        async for batch in stream.take_events(s.sink_batch, within=0.2):
+            metrics.events_in += len(batch)
+            out, dead = await loop.run_in_executor(ingest_thread, validate_batch, batch)
+            for key, value in dead:
                 metrics.dlq += 1
-                await dlq.send(key=msg.key, value=dlq_record(
-                    raw, r.reason, r.detail, msg.topic, msg.partition, msg.offset))
-            for event in accepted:
-                await events.send(key=event.tenant_id.encode(), value=orjson.dumps(
-                    event.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY))
+                await dlq.send(key=key, value=value)
+            for p, value in out:
+                await events.send(value=value, partition=p)
 
     def load_states(batch):
-        """Parse a batch, restore unknown tenants from the table, drop already-learned events."""
-        todo, positions = [], []
+        """Decode a batch, restore unknown tenants from the table, drop already-learned events."""
+        todo = []
         for ev in batch:
-            e = parse_event(ev.value, embedding_dim=s.embedding_dim)
-            key = e.tenant_id.encode()
-            if not checkpoints.known(e.tenant_id):
-                stored = state.get(key)
-                checkpoints.restore(e.tenant_id, stored[_OFFSET.size:] if stored else None,
-                                    _OFFSET.unpack_from(stored)[0] if stored else -1)
-            pos = (ev.message.partition, ev.message.offset)
-            if checkpoints.already_learned(e.tenant_id, pos):
-                metrics.replayed_skipped += 1
-                continue
-            e.extra["pos"] = pos
-            todo.append(e)
-            positions.append(pos)
+            msg = ev.message
+            for i, e in enumerate(decode_batch(ev.value)):
+                if not checkpoints.known(e.tenant_id):
+                    stored = state.get(e.tenant_id.encode())
+                    checkpoints.restore(e.tenant_id, stored[_OFFSET.size:] if stored else None,
+                                        _OFFSET.unpack_from(stored)[0] if stored else -1)
+                pos = (msg.partition, (msg.offset << 16) | i)
+                if checkpoints.already_learned(e.tenant_id, pos):
+                    metrics.replayed_skipped += 1
+                    continue
+                e.extra["pos"] = pos
+                todo.append(e)
         return todo
 
     @app.agent(events)
     async def detect(stream):
         loop = asyncio.get_running_loop()
-        async for batch in stream.take_events(s.sink_batch, within=s.sink_within_s):
+        async for batch in stream.take_events(64, within=s.sink_within_s):
             t0 = time.perf_counter()
             todo = load_states(batch)
             kept, scored, alerts = await loop.run_in_executor(cpu_thread, processor.process, todo)
             for a in alerts:
                 a.stamped()
-            first, last = batch[0].message, batch[-1].message
-            dedup = token(s.topic_events, first.partition, first.offset, last.offset, len(batch))
+            dedup = token(s.topic_events, *offset_ranges(batch))
             await loop.run_in_executor(db_thread, sink.write, kept, scored, alerts, dedup)
             for a in alerts:
                 metrics.alerts[a.severity] += 1
