@@ -93,3 +93,33 @@ def labels_family_is_attack(labels: dict[str, dict], family: str) -> bool:
 
 def labels_family_is_hard(labels: dict[str, dict], family: str) -> bool:
     return any(v.get("hard_negative") for v in labels.values() if v["family"] == family)
+
+
+def campaign_metrics(labels: dict[str, dict], named: dict[str, int],
+                     before: int = 200) -> dict:
+    """Campaign-stage naming: ``named`` is account -> its own query index when a campaign
+    alert first named it.
+
+    >>> labels = {"h1": {"family": "hydra", "is_attack": True},
+    ...           "h2": {"family": "hydra", "is_attack": True},
+    ...           "b": {"family": "focused_app", "is_attack": False}}
+    >>> m = campaign_metrics(labels, {"h1": 60, "h2": 250})
+    >>> m["hydra_members_named_before_200"], m["hydra_members_named"], m["benign_named"]
+    (0.5, 1.0, 0)
+    """
+    hydra = [t for t, lab in labels.items() if lab["family"] == "hydra"]
+    benign = [t for t, lab in labels.items() if not lab["is_attack"]]
+    early = sum(1 for t in hydra if t in named and named[t] < before)
+    by_family: dict[str, int] = defaultdict(int)
+    for t in named:
+        if t in labels:
+            by_family[labels[t]["family"]] += 1
+    idx = [named[t] for t in hydra if t in named]
+    return {
+        f"hydra_members_named_before_{before}": _rate(early, len(hydra)),
+        "hydra_members_named": _rate(len(idx), len(hydra)),
+        "hydra_members": len(hydra),
+        "median_naming_index": _q(idx, 0.5), "p90_naming_index": _q(idx, 0.9),
+        "benign_named": sum(1 for t in benign if t in named), "benign": len(benign),
+        "named_by_family": dict(sorted(by_family.items())),
+    }

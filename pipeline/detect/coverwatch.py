@@ -1,18 +1,26 @@
-"""The coverwatch detector: per-tenant coverage, templating and drift, scored against the population.
+"""The coverwatch detector: per-tenant coverage, templating and drift, scored against peers.
 
-Per event (a few microseconds): the event's vector becomes a 64-bit sign-projection code
-(:mod:`pipeline.detect.lsh`; :meth:`CoverwatchDetector.update_many` hashes a whole batch
-with one matrix multiply), whose low bits are its locality cells; the tenant's bitmaps say
-whether the cell is new to the tenant, a 32-query ring gives the distance to its nearest
-recent query, and the prompt (when present) gives a template skeleton and a
-chain-of-thought flag (:mod:`pipeline.detect.features`).
+Per event (a few microseconds, no model calls): the event's vector becomes a 64-bit
+sign-projection code (:mod:`pipeline.detect.lsh`; :meth:`CoverwatchDetector.update_many`
+hashes a whole batch with one matrix multiply) whose low 8/12/14 bits are its locality
+cells; the tenant's bitmaps say whether each cell is new to the tenant; an ADWIN follows
+the tenant's novelty rate; the prompt (when present) gives an exact-repeat hash, a
+template skeleton and a chain-of-thought flag; tokens and the client fingerprint are
+counted (:mod:`pipeline.detect.features`).
 
-Every ``window`` events the tenant emits a window summary (a feature vector). It is scored
-against the population of window summaries of all tenants *at the same age*
-(:mod:`pipeline.detect.population`) plus one River HalfSpaceTrees model, and the alert
-policy (hysteresis, cooldown, severity) decides whether to alert. Population statistics are
-learned online from the traffic, without labels; until a population is warm
-(``min_windows`` summaries at the tenant's age or younger) nothing alerts.
+Every ``window`` events the tenant emits a window summary (a feature vector, also handed to
+the shell as ``Scored.summary`` for the coordinated-campaign stage). Each feature becomes an
+exceedance against the population of window summaries of all tenants *at the same age*
+(:mod:`pipeline.detect.population`), and a few rules (:data:`RULES`) combine them: chain of
+thought; broad, never-repeating, long-answer coverage; a new client reaching new regions.
+The alert policy (hysteresis, cooldown, severity) decides whether to alert. One River
+HalfSpaceTrees scores the whole summary too; its score is reported as evidence (measured:
+it did not separate attackers from benign hard negatives, so no rule uses it).
+
+The population is learned online from the traffic, without labels: each age bucket is used
+once it holds ``min_windows`` summaries and stops learning at ``population_windows``
+(thresholds then hold). :meth:`CoverwatchDetector.calibrate` instead warms it on
+calibration traffic and fits the rule scales per age bucket for a target benign FPR.
 
 >>> import numpy as np
 >>> from pipeline.contracts.events import Event
@@ -38,6 +46,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import zlib
 from collections import deque
 from typing import Iterable
 
@@ -49,18 +58,34 @@ from pipeline.contracts.events import Event
 from pipeline.detect.base import Scored
 from pipeline.detect.features import FEATURES, TenantState, observe, summarise
 from pipeline.detect.lsh import SignProjector
-from pipeline.detect.policy import GROUPS, describe
-from pipeline.detect.population import Population, age_bucket, feeds_population
+from pipeline.detect.policy import describe
+from pipeline.detect.population import BUCKETS, Population, age_bucket, feeds_population
 
 ALL_FEATURES = FEATURES + ("hst",)
-# Features whose *high* values mean extraction, and the smallest median-to-p99 distance
-# allowed (so a population where everyone sits at 0 does not make 0.01 look extreme).
-SCORED = {"nov8": 0.15, "nov12": 0.15, "nov14": 0.15, "near": 0.15, "tmpl": 0.15,
-          "cot": 0.15, "growth": 0.1, "drift": 0.2, "hst": 0.1}
+# Smallest median-to-p90 distance allowed per feature (so a population where everyone sits
+# at 0 does not make 0.01 look extreme).
+FLOORS = {"tmpl": 0.15, "cot": 0.15, "drift": 0.1, "out_tok": 0.05, "growth": 0.05,
+          "hst": 0.05, "newclient": 0.1}
+# A rule scores the tenant's window on a few features together, each as its exceedance
+# (how far above the population median, in units of median-to-p90, for tenants of the
+# same age): "min" needs all of them extreme at once, "mean" averages them (each clipped to
+# [-2, 4]) so one very extreme signal can make up for a merely high one. The rule's score is
+# that number divided by the rule's scale (fitted by :meth:`CoverwatchDetector.calibrate`).
+# Chosen on the calibration split: single features are either blind to some family or fire
+# on benign hard negatives (batch jobs and benchmark runs are broad and all-new too, but
+# short-answered; general chat is broad but re-asks).
+RULES = (
+    ("cot", "min", ("cot",)),                                       # distillation prompts
+    ("coverage+tokens", "mean", ("spread", "newp", "out_tok")),     # sweeps
+    ("takeover", "min", ("newclient", "fresh")),   # a new client reaching new regions
+)
+RULE_SCALES = (1.5, 1.5, 0.5)
+MIN_RULE_SCALE = 0.5
+CALIBRATION_TENANTS = 40     # per age bucket, to fit that bucket's own scales
+CALIBRATION_MARGIN = 1.05
 _IDX = {f: i for i, f in enumerate(ALL_FEATURES)}
-_SCORED_IDX = np.array([_IDX[f] for f in SCORED])
-_FLOOR = np.array(list(SCORED.values()))
-_HST_KEYS = [f for f in FEATURES]
+_FLOOR = np.array([FLOORS.get(f, 0.1) for f in ALL_FEATURES])
+_RULE_IDX = [np.array([_IDX[f] for f in feats]) for _, _, feats in RULES]
 SUMMARY_BUFFER = 10_000
 
 
@@ -72,17 +97,24 @@ class CoverwatchDetector:
     window
         Events per tenant window summary (and between two alert decisions).
     threshold
-        Exceedance (1.0 = at the population's 99th percentile) at which an alert opens.
+        Score at which an alert opens. A rule's score is the smallest exceedance of its
+        features (how far above the population median, in units of median-to-p90, at the
+        tenant's age) divided by the rule's scale; the tenant score is the largest rule score.
     release
-        Exceedance below which an open alert episode closes (hysteresis; < threshold).
+        Score below which an open alert episode closes (hysteresis; < threshold).
     critical
-        Exceedance at which the alert is ``critical`` rather than ``warning``.
+        Score at which the alert is ``critical`` rather than ``warning``.
+    rule_scales
+        Per rule of :data:`RULES`, one scale or one per age bucket (None:
+        :data:`RULE_SCALES`); :meth:`calibrate` fits one per rule and age bucket on benign
+        traffic (young tenants are noisier than old ones).
     cooldown
         Events after an episode closes during which the tenant cannot open a new one.
     min_windows
-        Window summaries an age bucket needs before its thresholds hold (warm-up).
-    near_bits
-        SimHash distance (of 64 bits) under which a query is a near-duplicate.
+        Window summaries an age bucket needs before it is used at all (warm-up).
+    population_windows
+        Window summaries after which an age bucket stops learning and its thresholds hold
+        (so a patient attacker cannot drag them up); 0 freezes the population as loaded.
     hst_trees, hst_height, hst_window
         Size of the one population HalfSpaceTrees model.
     seed
@@ -91,26 +123,37 @@ class CoverwatchDetector:
 
     name = "coverwatch"
 
-    def __init__(self, window: int = 50, threshold: float = 1.5, release: float = 0.8,
-                 critical: float = 3.0, cooldown: int = 500, min_windows: int = 30,
-                 near_bits: int = 10, hst_trees: int = 10, hst_height: int = 8,
-                 hst_window: int = 250, seed: int = 42):
+    def __init__(self, window: int = 50, threshold: float = 1.0, release: float = 0.5,
+                 critical: float = 2.0, cooldown: int = 500, min_windows: int = 30,
+                 population_windows: int = 2000, rule_scales: tuple | None = None,
+                 hst_trees: int = 10, hst_height: int = 8, hst_window: int = 250,
+                 seed: int = 42):
         self.window = window
         self.threshold = threshold
         self.release = release
         self.critical = critical
         self.cooldown = cooldown
         self.min_windows = min_windows
-        self.near_bits = near_bits
+        self.population_windows = population_windows
+        self.rule_scales = rule_scales
         self.hst_trees = hst_trees
         self.hst_height = hst_height
         self.hst_window = hst_window
         self.seed = seed
-        if window < 2 or min_windows < 1 or cooldown < 0 or not 0 <= near_bits < 64:
+        if window < 2 or min_windows < 1 or cooldown < 0 or population_windows < 0:
             raise ValueError("need window >= 2, min_windows >= 1, cooldown >= 0, "
-                             "0 <= near_bits < 64")
+                             "population_windows >= 0")
         if not 0 < release < threshold <= critical:
             raise ValueError("need 0 < release < threshold <= critical")
+        if rule_scales is not None:
+            try:
+                arr = np.broadcast_to(np.asarray(rule_scales, dtype=float).reshape(
+                    len(RULES), -1), (len(RULES), BUCKETS))
+            except ValueError:
+                arr = np.zeros(1)
+            if not (arr > 0).all():
+                raise ValueError(f"rule_scales needs {len(RULES)} positive numbers, or "
+                                 f"{len(RULES)} tuples of {BUCKETS}")
         if hst_trees < 1 or hst_height < 1 or hst_window < 1:
             raise ValueError("HalfSpaceTrees sizes must be >= 1")
         self._reset()
@@ -122,11 +165,15 @@ class CoverwatchDetector:
         self._hst = HalfSpaceTrees(n_trees=self.hst_trees, height=self.hst_height,
                                    window_size=self.hst_window, seed=self.seed)
         self._summaries: deque = deque(maxlen=SUMMARY_BUFFER)
+        scales = RULE_SCALES if self.rule_scales is None else self.rule_scales
+        self._scales = np.broadcast_to(np.asarray(scales, dtype=float).reshape(
+            len(RULES), -1), (len(RULES), BUCKETS)).copy()
 
     def __repr__(self) -> str:
         return (f"CoverwatchDetector(window={self.window}, threshold={self.threshold}, "
                 f"release={self.release}, critical={self.critical}, cooldown={self.cooldown}, "
-                f"min_windows={self.min_windows}, near_bits={self.near_bits}, "
+                f"min_windows={self.min_windows}, "
+                f"population_windows={self.population_windows}, rule_scales={self.rule_scales}, "
                 f"seed={self.seed})")
 
     def clone(self) -> CoverwatchDetector:
@@ -136,7 +183,59 @@ class CoverwatchDetector:
     def _params(self) -> dict:
         return {k: getattr(self, k) for k in (
             "window", "threshold", "release", "critical", "cooldown", "min_windows",
-            "near_bits", "hst_trees", "hst_height", "hst_window", "seed")}
+            "population_windows", "rule_scales", "hst_trees", "hst_height", "hst_window", "seed")}
+
+    @classmethod
+    def calibrate(cls, events: Iterable[Event], target_fpr: float = 0.01,
+                  **params) -> CoverwatchDetector:
+        """A detector warmed up on (benign) ``events`` with its rule scales fitted to them.
+
+        Two passes over the calibration traffic: the first teaches the population model
+        (the warm-up); the second replays every tenant from scratch against the warm
+        population and records each tenant's highest unscaled score per rule and age bucket.
+        A rule's scale for a bucket becomes the ``1 - target_fpr / (2 len(RULES))`` quantile
+        of those maxima times :data:`CALIBRATION_MARGIN` (buckets with fewer than
+        :data:`CALIBRATION_TENANTS` tenants inherit the younger bucket's scale, raised to
+        their own maximum; never below :data:`MIN_RULE_SCALE`), so about ``target_fpr`` of
+        calibration tenants or fewer would alert. The returned detector holds the warm population as it is
+        (``population_windows=0``) unless ``population_windows`` is passed.
+        """
+        if not 0 < target_fpr < 1:
+            raise ValueError("target_fpr must be in (0, 1)")
+        events = list(events)
+        params = {k: v for k, v in params.items() if k != "rule_scales"}
+        hold = params.pop("population_windows", 0)
+        warm = cls(**params, population_windows=10**9)
+        _drain(warm, events)
+        replay = cls(**params, population_windows=0, rule_scales=(1.0,) * len(RULES))
+        replay.load_population(warm.dump_population())
+        best: dict[tuple[str, int], np.ndarray] = {}
+        for e, s in zip(events, _drain(replay, events)):
+            if s.summary is not None:
+                key = (e.tenant_id, age_bucket(s.summary["window"]))
+                r = np.asarray(s.summary["rules"])
+                b = best.get(key)
+                best[key] = r if b is None else np.maximum(b, r)
+        q = 1 - target_fpr / (2 * len(RULES))
+        scales = np.tile(np.asarray(RULE_SCALES, dtype=float)[:, None], (1, BUCKETS))
+        for bucket in range(BUCKETS):
+            rows = [v for (_, b), v in best.items() if b == bucket]
+            if len(rows) >= CALIBRATION_TENANTS:
+                scales[:, bucket] = np.quantile(np.stack(rows), q, axis=0, method="higher")
+                scales[:, bucket] *= CALIBRATION_MARGIN
+            elif bucket:
+                # too few calibration tenants this old: never looser than younger tenants
+                scales[:, bucket] = scales[:, bucket - 1]
+                if rows:
+                    scales[:, bucket] = np.maximum(
+                        scales[:, bucket], np.stack(rows).max(axis=0) * CALIBRATION_MARGIN)
+            elif rows:
+                scales[:, 0] = np.stack(rows).max(axis=0) * CALIBRATION_MARGIN
+        scales = tuple(tuple(round(max(MIN_RULE_SCALE, float(x)), 3) for x in row)
+                       for row in scales)
+        out = cls(**params, population_windows=hold, rule_scales=scales)
+        out.load_population(warm.dump_population())
+        return out
 
     # -- the protocol -------------------------------------------------------------------
     def update(self, event: Event) -> Scored:
@@ -172,10 +271,11 @@ class CoverwatchDetector:
         return pickle.dumps((self._pop, self._hst), protocol=pickle.HIGHEST_PROTOCOL)
 
     def load_population(self, state: bytes) -> None:
-        pop, hst = pickle.loads(state)
-        if not isinstance(pop, Population) or not isinstance(hst, HalfSpaceTrees):
+        obj = pickle.loads(state)
+        if not (isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], Population)
+                and isinstance(obj[1], HalfSpaceTrees)):
             raise ValueError("not a coverwatch population state")
-        self._pop, self._hst = pop, hst
+        self._pop, self._hst = obj
 
     def drain_summaries(self) -> list[dict]:
         """Window summaries emitted since the last call (for the coordinated-campaign stage)."""
@@ -192,8 +292,9 @@ class CoverwatchDetector:
         s = self._tenants.get(event.tenant_id)
         if s is None:
             s = self._tenants[event.tenant_id] = TenantState()
-        cell, novel = observe(s, code, event.prompt, event.ts_ms, event.output_tokens,
-                              self.near_bits)
+        ua, ip = event.user_agent, event.client_ip
+        client = zlib.crc32(f"{ua}\x1f{ip}".encode()) | 1 if ua or ip else 0
+        cell, novel = observe(s, code, event.prompt, event.ts_ms, event.output_tokens, client)
         scored = Scored(cell=cell, novel=novel, score=s.smooth, drift=s.drift_level)
         if s.w_n >= self.window:
             self._close_window(s, event, scored)
@@ -209,24 +310,26 @@ class CoverwatchDetector:
         feats["hst"] = hst if not self._hst._first_window else float("nan")
         x = np.array([feats[f] for f in ALL_FEATURES])
         q = self._pop.quantiles(bucket)
-        raw, fired, top = 0.0, [], None
+        raw, fired, top, rules = 0.0, [], None, [0.0] * len(RULES)
         if q is not None:
-            med, p99 = q[_SCORED_IDX, 0], q[_SCORED_IDX, 2]
-            ex = (x[_SCORED_IDX] - med) / np.maximum(p99 - med, _FLOOR)
-            ex = np.where(np.isnan(ex), 0.0, ex)
-            j = int(np.argmax(ex))
-            raw = float(ex[j])
-            names = list(SCORED)
-            top = (names[j], float(x[_SCORED_IDX[j]]), float(p99[j]))
-            fired = [names[i] for i in np.argsort(-ex, kind="stable") if ex[i] >= self.threshold]
-        if feeds_population(k):
+            med, p90 = q[:, 0], q[:, 1]
+            ex = (x - med) / np.maximum(p90 - med, _FLOOR)
+            rules = [_rule(ex[idx], how) for idx, (_, how, _) in zip(_RULE_IDX, RULES)]
+            sc = np.asarray(rules) / self._scales[:, bucket]
+            j = int(np.argmax(sc))
+            raw = float(sc[j])
+            fired = [RULES[i][0] for i in np.argsort(-sc, kind="stable")
+                     if sc[i] >= self.threshold]
+            top = [(f, float(x[_IDX[f]]), float(p90[_IDX[f]])) for f in RULES[j][2]
+                   if not math.isnan(x[_IDX[f]])]
+        if feeds_population(k) and self._pop.count[bucket] < self.population_windows:
             self._pop.learn(bucket, x)
             self._hst.learn_one(x_hst)
         s.smooth = 0.5 * s.smooth + 0.5 * raw if raw < s.smooth else raw
         scored.score = s.smooth
         scored.drift = s.drift_level
         summary = {"tenant_id": event.tenant_id, "ts_ms": event.ts_ms, "events_seen": s.n,
-                   "window": k, "features": feats, "score": raw,
+                   "window": k, "features": feats, "score": raw, "rules": rules,
                    "cells_minhash": list(s.minhash)}
         scored.summary = summary
         self._summaries.append(summary)
@@ -251,22 +354,39 @@ class CoverwatchDetector:
 
     def _alert(self, s, event, raw, fired, top, feats, had, severity) -> Alert:
         s.last_fired = severity
-        groups = []
-        for f in fired:
-            g = GROUPS[f]
-            if g not in groups:
-                groups.append(g)
+        groups: list[str] = []
+        for name in fired:
+            for g in name.split("+"):
+                if g not in groups:
+                    groups.append(g)
         detector = "+".join(groups)
         w_v, w_p, w_tok = had
         signals = [name for name, n in (("embedding", w_v), ("prompt", w_p),
                                         ("tokens", w_tok)) if n] + ["timing"]
-        feature, value, p99 = top
-        summary = describe(feature, value, p99, self.window, s.n)
+        summary = describe(top, self.window, s.n)
         evidence = {"summary": f"Tenant {event.tenant_id} {summary}.",
                     "signals": signals, "fired": fired,
                     "features": {f: round(v, 4) for f, v in feats.items() if not math.isnan(v)},
-                    "population_p99": round(p99, 4), "window": self.window}
+                    "population_p90": {f: round(p, 4) for f, _, p in top},
+                    "window": self.window}
         return Alert.new(tenant_id=event.tenant_id, detector=detector, ts_ms=event.ts_ms,
                          severity=severity, score=raw, threshold=self.threshold,
                          events_seen=s.n, evidence=evidence,
                          episode=f"{s.episode}:{severity}")
+
+
+def _rule(ex: np.ndarray, how: str) -> float:
+    """A rule's unscaled score; a signal the stream does not carry (NaN) drops out."""
+    ex = ex[~np.isnan(ex)]
+    if not len(ex):
+        return -1.0
+    if how == "min":
+        return float(ex.min())
+    return float(np.clip(ex, -2.0, 4.0).mean())
+
+
+def _drain(det: CoverwatchDetector, events: list[Event], batch: int = 2048) -> list[Scored]:
+    out: list[Scored] = []
+    for i in range(0, len(events), batch):
+        out += det.update_many(events[i:i + batch])
+    return out

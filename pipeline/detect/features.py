@@ -1,6 +1,6 @@
 """Per-tenant state, its per-event update and the window summary it emits every W events.
 
-The state is a small slotted dataclass of bitmaps, a ring of recent SimHash codes and
+The state is a small slotted dataclass of bitmaps, a bottom-k sketch, an ADWIN and
 window counters (a few KB; :func:`state_bytes` measures it). :func:`observe` folds one
 event in; :func:`summarise` turns the current window into a feature vector and starts the
 next window. Nothing here knows about other tenants: population scoring lives in
@@ -11,10 +11,8 @@ event carrying the signal):
 
 - ``nov8``/``nov12``/``nov14``: share of queries landing in a locality cell (8/12/14-bit
   sign-projection cells) the tenant had never reached before: coverage growth.
-- ``near``: share of queries within a few bits (SimHash) of one of the tenant's recent
-  queries without being an exact repeat: templated near-duplicates.
-- ``nn``: mean SimHash distance to the nearest recent query, as a fraction of 64 bits
-  (PRADA's nearest-neighbour signal over a 32-query ring).
+- ``spread``: distinct 8-bit cells among the window's queries / queries: how many
+  different broad topics one window touches (a sweep: nearly one per query).
 - ``tmpl``: share of new prompts whose head or tail skeleton the tenant used before.
 - ``cot``: share of prompts asking for chain-of-thought.
 - ``newp``: share of prompts the tenant never sent before (exact text).
@@ -22,7 +20,11 @@ event carrying the signal):
 - ``regular``: 1 - coefficient of variation of inter-arrival times (1 = clockwork).
 - ``rate``: log10(1 + queries per hour) / 5.
 - ``growth``: log(distinct 12-bit cells) / log(queries with vectors), cumulative.
-- ``drift``: rise of the novelty rate against the tenant's own past (ADWIN-confirmed).
+- ``newclient``: share of queries from a client fingerprint (user agent and address) the
+  tenant first used after its first 100 queries: a stolen key used from elsewhere.
+- ``drift``: rise of the novelty rate against the tenant's own past: ADWIN (fed each
+  query's 14-bit novelty indicator) estimates the mean since the last change it detected;
+  drift is that minus a slow average over the tenant's earlier windows.
 """
 from __future__ import annotations
 
@@ -34,9 +36,11 @@ from river.drift import ADWIN
 
 from pipeline.detect.text_signals import exact_hash, is_cot, skeletons
 
-FEATURES = ("nov8", "nov12", "nov14", "near", "nn", "tmpl", "cot", "newp", "out_tok",
-            "regular", "rate", "growth", "drift")
-RING = 32
+FEATURES = ("nov8", "nov12", "nov14", "spread", "spread6", "fresh", "tmpl", "cot", "newp",
+            "out_tok",
+            "regular", "rate", "growth", "drift", "newclient")
+ESTABLISHED = 100          # events after which a client fingerprint counts as new to the tenant
+MAX_CLIENTS = 32
 MINHASH_K = 16
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -44,6 +48,7 @@ NAN = float("nan")
 
 
 def _new_adwin() -> ADWIN:
+    # fed the 14-bit novelty indicator of every query; looks for a cut every 16 queries
     return ADWIN(delta=0.002, clock=16, min_window_length=8, grace_period=32)
 
 
@@ -59,12 +64,11 @@ class TenantState:
     seen14: bytearray = field(default_factory=lambda: bytearray(2048))
     sk_seen: bytearray = field(default_factory=lambda: bytearray(512))    # 4096-bit
     ex_seen: bytearray = field(default_factory=lambda: bytearray(1024))   # 8192-bit
-    ring: list = field(default_factory=list)
-    ring_pos: int = 0
+    w_cells: bytearray = field(default_factory=lambda: bytearray(40))  # window's 8- and 6-bit cells
     minhash: list = field(default_factory=list)   # bottom-k hashes of 14-bit cells
     adwin: ADWIN = field(default_factory=_new_adwin)
-    nov_slow: float = 1.0      # slow EWMA of the 12-bit novelty indicator
-    drift_level: float = 0.0   # last ADWIN-confirmed rise of novelty over its slow mean
+    nov_base: float = -1.0     # slow EWMA over windows of the 14-bit novelty rate
+    drift_level: float = 0.0   # ADWIN's current novelty estimate minus nov_base (>= 0)
     # window counters
     w_n: int = 0
     w_v: int = 0
@@ -72,8 +76,11 @@ class TenantState:
     w_nov8: int = 0
     w_nov12: int = 0
     w_nov14: int = 0
-    w_near: int = 0
-    w_dist: int = 0
+    w_spread: int = 0
+    w_spread6: int = 0
+    w_newclient: int = 0
+    clients: dict = field(default_factory=dict)  # fingerprint -> first seen after ESTABLISHED
+    w_fresh: int = 0
     w_tmpl: int = 0
     w_cot: int = 0
     w_newp: int = 0
@@ -102,10 +109,21 @@ def _test_set(bm: bytearray, i: int) -> bool:
 
 
 def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
-            out_tokens: int | None, near_bits: int) -> tuple[int, bool]:
-    """Fold one event into the state; returns (12-bit cell + 1 or 0, novel at 12 bits)."""
+            out_tokens: int | None, client: int = 0) -> tuple[int, bool]:
+    """Fold one event into the state; returns (12-bit cell + 1 or 0, novel at 12 bits).
+
+    ``client`` is a hash of the event's client fingerprint (user agent, address), 0 if none.
+    """
     s.n += 1
     s.w_n += 1
+    if client:
+        late = s.clients.get(client)
+        if late is None:
+            late = s.n > ESTABLISHED
+            if len(s.clients) < MAX_CLIENTS:
+                s.clients[client] = late
+        if late:
+            s.w_newclient += 1
     if s.w_first_ts < 0:
         s.w_first_ts = ts_ms
     elif s.last_ts >= 0:
@@ -117,7 +135,7 @@ def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
     if out_tokens is not None:
         s.w_tok_n += 1
         s.w_tok += math.log1p(out_tokens)
-    cell, novel = 0, False
+    cell, novel, novel14 = 0, False, False
     if code is not None:
         s.nv += 1
         s.w_v += 1
@@ -129,9 +147,14 @@ def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
         if novel:
             s.w_nov12 += 1
             s.distinct12 += 1
-        if _test_set(s.seen14, code & 0x3FFF):
+        c14 = code & 0x3FFF
+        bm, byte, bit = s.seen14, c14 >> 3, 1 << (c14 & 7)
+        novel14 = not bm[byte] & bit
+        s.adwin.update(1.0 if novel14 else 0.0)
+        if novel14:
+            bm[byte] |= bit
             s.w_nov14 += 1
-            h = ((code & 0x3FFF) * _GOLDEN) & _MASK64
+            h = (c14 * _GOLDEN) & _MASK64
             mh = s.minhash
             if len(mh) < MINHASH_K:
                 mh.append(h)
@@ -139,26 +162,10 @@ def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
             elif h < mh[-1]:
                 mh[-1] = h
                 mh.sort()
-        ring = s.ring
-        if ring:
-            d = min([(code ^ r).bit_count() for r in ring])
-            s.w_dist += d
-            if 0 < d <= near_bits:
-                s.w_near += 1
-        if len(ring) < RING:
-            ring.append(code)
-        else:
-            ring[s.ring_pos] = code
-            s.ring_pos = (s.ring_pos + 1) % RING
-        x = 1.0 if novel else 0.0
-        s.nov_slow += 0.01 * (x - s.nov_slow)
-        a = s.adwin
-        a.update(x)
-        if a.drift_detected:
-            rise = a.estimation - s.nov_slow
-            s.drift_level = rise if rise > 0 else 0.0
-            if rise <= 0:
-                s.nov_slow = a.estimation
+        if _test_set(s.w_cells, code & 0xFF):
+            s.w_spread += 1
+            if _test_set(s.w_cells, 256 + (code & 0x3F)):
+                s.w_spread6 += 1
     if prompt:
         s.npr += 1
         s.w_p += 1
@@ -169,6 +176,8 @@ def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
         seen_head = not _test_set(s.sk_seen, head & 0xFFF)
         seen_tail = not _test_set(s.sk_seen, tail & 0xFFF) if tail != 0 else False
         if new:
+            if novel14:
+                s.w_fresh += 1
             s.w_newp += 1
             if seen_head or seen_tail:
                 s.w_tmpl += 1
@@ -183,8 +192,16 @@ def summarise(s: TenantState) -> dict[str, float]:
         f["nov8"] = s.w_nov8 / v
         f["nov12"] = s.w_nov12 / v
         f["nov14"] = s.w_nov14 / v
-        f["near"] = s.w_near / v
-        f["nn"] = s.w_dist / (64.0 * v)
+        f["spread"] = s.w_spread / v
+        f["spread6"] = s.w_spread6 / v
+        nov = s.w_nov14 / v
+        if s.nov_base < 0:
+            s.nov_base = nov
+        elif s.windows >= 3:
+            # ADWIN keeps the novelty mean since the last change it found: after a takeover it
+            # tracks the new level within tens of queries, while nov_base moves slowly.
+            s.drift_level = max(0.0, s.adwin.estimation - s.nov_base)
+        s.nov_base += 0.1 * (nov - s.nov_base)
         f["drift"] = s.drift_level
         if s.nv >= 2:
             f["growth"] = math.log(max(s.distinct12, 1)) / math.log(s.nv)
@@ -192,8 +209,11 @@ def summarise(s: TenantState) -> dict[str, float]:
         f["tmpl"] = s.w_tmpl / p
         f["cot"] = s.w_cot / p
         f["newp"] = s.w_newp / p
+        if v:
+            f["fresh"] = s.w_fresh / p
     if s.w_tok_n:
         f["out_tok"] = min(s.w_tok / s.w_tok_n / math.log(8192.0), 1.0)
+    f["newclient"] = s.w_newclient / s.w_n if s.w_n else NAN
     if s.w_dt_n >= 2:
         mean = s.w_dt / s.w_dt_n
         var = max(s.w_dt2 / s.w_dt_n - mean * mean, 0.0)
@@ -201,10 +221,11 @@ def summarise(s: TenantState) -> dict[str, float]:
         f["regular"] = max(0.0, 1.0 - cv)
         span_h = max(s.last_ts - s.w_first_ts, 1) / 3_600_000
         f["rate"] = min(math.log10(1.0 + s.w_n / span_h) / 5.0, 1.0)
-    s.drift_level *= 0.5
     s.windows += 1
-    s.w_n = s.w_v = s.w_p = s.w_nov8 = s.w_nov12 = s.w_nov14 = s.w_near = 0
-    s.w_dist = s.w_tmpl = s.w_cot = s.w_newp = s.w_tok_n = s.w_dt_n = 0
+    s.w_n = s.w_v = s.w_p = s.w_nov8 = s.w_nov12 = s.w_nov14 = s.w_spread = 0
+    s.w_spread6 = s.w_fresh = s.w_newclient = 0
+    s.w_cells = bytearray(40)
+    s.w_tmpl = s.w_cot = s.w_newp = s.w_tok_n = s.w_dt_n = 0
     s.w_tok = s.w_dt = s.w_dt2 = 0.0
     s.w_first_ts = -1
     return f

@@ -1,54 +1,80 @@
-"""How a window's per-feature exceedances become a score, a detector name and a sentence.
+"""The one sentence an alert carries: the numbers that fired, compared with the population.
 
-A feature *exceedance* is how far a tenant's window value sits above the population's
-median, in units of the distance from the median to the population's high quantile at the
-same age: 1.0 means "at the 99th percentile of tenants", 3.0 "three times as far out".
-Only the direction that means extraction counts (more novelty, more templating; never
-less). The tenant score is the largest exceedance; the detector name lists the signal
-groups whose exceedance passed the alert threshold.
+A rule fires on several features at once (see :data:`pipeline.detect.coverwatch.RULES`);
+the sentence leads with the first and adds the others as short clauses. Values are window
+shares (0..1) unless the feature says otherwise; ``p90`` is the population's 90th
+percentile for tenants of the same age.
 
->>> describe("nov12", 0.92, 0.30, 50, 1000)
-'put 46 of its last 50 queries in embedding regions it had never reached (92%), 3.1x the 99th percentile of tenants at 1,000 queries (30%)'
+>>> describe([("spread", 0.88, 0.55), ("newp", 1.0, 0.8)], 50, 1000)
+'spread its last 50 queries over 44 broad topics (88%), 1.6x the 90th percentile of tenants at 1,000 queries (55%), and 100% of them were prompts it had never sent (p90 80%)'
+>>> describe([("cot", 1.0, 0.0)], 50, 100)
+'asked for step-by-step reasoning in 50 of its last 50 queries (100%), far above the 90th percentile of tenants at 100 queries (0%)'
 """
 from __future__ import annotations
 
-GROUPS = {
-    "nov8": "coverage", "nov12": "coverage", "nov14": "coverage", "growth": "coverage",
-    "newp": "coverage", "near": "neighbours", "nn": "neighbours", "tmpl": "template",
-    "cot": "cot", "drift": "drift", "hst": "population", "out_tok": "tokens",
-    "rate": "timing", "regular": "timing",
-}
+import math
 
-_PHRASES = {
+_LEAD = {
     "nov8": "put {k} of its last {w} queries in broad embedding regions it had never reached",
     "nov12": "put {k} of its last {w} queries in embedding regions it had never reached",
     "nov14": "put {k} of its last {w} queries in fine embedding regions it had never reached",
+    "spread": "spread its last {w} queries over {k} broad topics",
+    "spread6": "spread its last {w} queries over {k} coarse topics",
     "newp": "sent {k} never-before-seen prompts in its last {w} queries",
-    "near": "sent {k} of its last {w} queries as near-duplicates of its recent queries",
+    "fresh": "sent {k} new prompts into regions it had never reached in its last {w} queries",
     "tmpl": "filled one prompt template in {k} of its last {w} queries",
     "cot": "asked for step-by-step reasoning in {k} of its last {w} queries",
+    "newclient": "sent {k} of its last {w} queries from a client it had not used before",
+}
+_CLAUSE = {
+    "newp": "{v:.0%} of them were prompts it had never sent",
+    "fresh": "{v:.0%} were new prompts in regions it had never reached",
+    "spread": "they covered {k} broad topics",
+    "nov14": "{v:.0%} landed in regions it had never reached",
+    "cot": "{v:.0%} asked for step-by-step reasoning",
+    "newclient": "{v:.0%} came from a client it had not used before",
 }
 
 
-def describe(feature: str, value: float, p99: float, window: int, n: int) -> str:
-    """One sentence with the numbers that fired, compared with the population."""
-    ratio = value / p99 if p99 > 0 else float("inf")
-    times = f"{ratio:,.1f}x" if ratio != float("inf") else "far above"
-    tail = f"{times} the 99th percentile of tenants at {n:,} queries"
-    if feature in _PHRASES:
-        k = round(value * window)
-        head = _PHRASES[feature].format(k=k, w=window)
-        return f"{head} ({value:.0%}), {tail} ({p99:.0%})"
-    if feature == "growth":
-        return (f"kept reaching new embedding regions as it grew (distinct regions ~ queries^"
-                f"{value:.2f} over {n:,} queries), {tail} (^{p99:.2f})")
+def _tokens(value: float) -> float:
+    return math.expm1(value * math.log(8192.0))
+
+
+def _ratio(value: float, p90: float) -> str:
+    return f"{value / p90:,.1f}x" if p90 > 0 else "far above"
+
+
+def _lead(feature: str, value: float, p90: float, window: int, n: int) -> str:
+    tail = f"{_ratio(value, p90)} the 90th percentile of tenants at {n:,} queries"
+    if feature in _LEAD:
+        head = _LEAD[feature].format(k=round(value * window), w=window)
+        return f"{head} ({value:.0%}), {tail} ({p90:.0%})"
+    if feature == "out_tok":
+        return (f"drew answers averaging {_tokens(value):,.0f} output tokens over its last "
+                f"{window} queries, {_ratio(_tokens(value), _tokens(p90))} the 90th percentile "
+                f"of tenants at {n:,} queries ({_tokens(p90):,.0f})")
     if feature == "drift":
         return (f"moved away from its own history: its rate of new regions rose by "
-                f"{value:.0%} over its usual level, {tail} ({p99:.0%})")
-    if feature == "nn":
-        return (f"sent queries {value:.0%} of the maximum distance from its nearest recent "
-                f"query, {tail} ({p99:.0%})")
-    if feature == "hst":
-        return (f"had a window summary the population model finds unusual (score "
-                f"{value:.2f}), {tail} ({p99:.2f})")
-    return f"had {feature} at {value:.2f}, {tail} ({p99:.2f})"
+                f"{value:.0%} over its usual level, {tail} ({p90:.0%})")
+    return f"had {feature} at {value:.2f}, {tail} ({p90:.2f})"
+
+
+def _clause(feature: str, value: float, p90: float, window: int) -> str:
+    if feature == "out_tok":
+        return (f"answers averaged {_tokens(value):,.0f} output tokens "
+                f"(p90 {_tokens(p90):,.0f})")
+    if feature in _CLAUSE:
+        text = _CLAUSE[feature].format(v=value, k=round(value * window))
+        return f"{text} (p90 {p90:.0%})"
+    return f"{feature} was {value:.2f} (p90 {p90:.2f})"
+
+
+def describe(fired: list[tuple[str, float, float]], window: int, n: int) -> str:
+    """One sentence (no final full stop) from ``[(feature, value, p90), ...]``."""
+    (f0, v0, p0), rest = fired[0], fired[1:]
+    text = _lead(f0, v0, p0, window, n)
+    if rest:
+        clauses = [_clause(f, v, p, window) for f, v, p in rest]
+        text += ", and " + " and ".join(clauses) if len(clauses) == 1 else \
+            ", and " + ", ".join(clauses[:-1]) + " and " + clauses[-1]
+    return text
