@@ -20,7 +20,10 @@ worker_pid=""
 cleanup() {
   trap - INT TERM EXIT
   echo; echo "stopping..."
-  [ -n "$worker_pid" ] && kill "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null || true
+  if [ -n "$worker_pid" ] && kill "$worker_pid" 2>/dev/null; then
+    for _ in $(seq 1 20); do kill -0 "$worker_pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$worker_pid" 2>/dev/null || true   # a worker stuck in shutdown must not hang us
+  fi
   [ "$started_kafka" = 1 ] && bash infra/kafka.sh stop --data var/kafka || true
 }
 trap cleanup INT TERM EXIT

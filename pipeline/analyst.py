@@ -21,13 +21,15 @@ from pipeline.settings import Settings
 def _via_worker(s: Settings, sql: str, parameters: dict | None):
     req = urllib.request.Request(
         f"http://127.0.0.1:{s.web_port}/query",
-        data=orjson.dumps({"sql": sql, "parameters": parameters or {}}),
+        data=orjson.dumps({"sql": sql, "parameters": parameters or {}, "dsn": s.clickhouse_dsn}),
         headers={"Content-Type": "application/json",
                  **({"Authorization": f"Bearer {s.query_token}"} if s.query_token else {})})
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             body = orjson.loads(resp.read())
     except urllib.error.HTTPError as exc:
+        if exc.code == 409:
+            raise ConnectionError("the worker on that port serves another ClickHouse") from None
         body = orjson.loads(exc.read() or b"{}")
         raise SystemExit(f"query failed: {body.get('error', exc)}") from None
     return body["columns"], body["rows"]

@@ -236,6 +236,9 @@ def create_app(settings: Settings) -> faust.App:
         """Read-only SQL for analysts while the worker holds the embedded engine."""
         if s.query_token and request.headers.get("Authorization", "") != f"Bearer {s.query_token}":
             return web.json({"error": "unauthorized"}, status=401)
+        if body.get("dsn") and body["dsn"] != s.clickhouse_dsn:
+            # the caller means another database than this worker's: let it go direct
+            return web.json({"error": "this worker serves another ClickHouse"}, status=409)
         sql, params = body.get("sql", ""), body.get("parameters") or None
         try:
             columns, rows = await asyncio.get_running_loop().run_in_executor(
