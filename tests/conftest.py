@@ -37,18 +37,18 @@ def kafka():
 class WorkerProcess:
     """`coverwatch worker` in a subprocess with its own topics, app id and ClickHouse."""
 
-    def __init__(self, kafka, tmp: Path, **env):
+    def __init__(self, kafka, tmp: Path, partitions: int = 4, **env):
         uid = uuid.uuid4().hex[:8]
         self.settings = Settings(
             kafka_bootstrap=kafka.bootstrap, clickhouse_dsn=f"chdb://{tmp / 'clickhouse'}",
             topic_logs=f"logs-{uid}", topic_dlq=f"dlq-{uid}", topic_alerts=f"alerts-{uid}",
             topic_events=f"events-{uid}", app_id=f"cw-{uid}", data_dir=str(tmp / "worker"),
-            web_port=free_port(), sink_within_s=0.5)
+            web_port=free_port(), sink_within_s=0.5, partitions=partitions)
         self.env = {**os.environ, **self._env(self.settings), **env}
         self.log = tmp / f"worker-{uid}.log"
         self.proc: subprocess.Popen | None = None
-        kafka.create_topics({self.settings.topic_logs: 4, self.settings.topic_dlq: 1,
-                             self.settings.topic_alerts: 1, self.settings.topic_events: 4})
+        kafka.create_topics({self.settings.topic_logs: partitions, self.settings.topic_dlq: 1,
+                             self.settings.topic_alerts: 1, self.settings.topic_events: partitions})
 
     @staticmethod
     def _env(s: Settings) -> dict:
@@ -56,7 +56,7 @@ class WorkerProcess:
                 "TOPIC_API_LOGS": s.topic_logs, "TOPIC_DLQ": s.topic_dlq,
                 "TOPIC_ALERTS": s.topic_alerts, "TOPIC_EVENTS": s.topic_events,
                 "COVERWATCH_APP_ID": s.app_id, "COVERWATCH_DATA_DIR": s.data_dir,
-                "COVERWATCH_WEB_PORT": str(s.web_port)}
+                "COVERWATCH_WEB_PORT": str(s.web_port), "TOPIC_PARTITIONS": str(s.partitions)}
 
     def start(self, timeout: float = 90) -> WorkerProcess:
         fh = open(self.log, "ab")
@@ -114,8 +114,8 @@ class WorkerProcess:
 def worker_factory(kafka, tmp_path):
     made: list[WorkerProcess] = []
 
-    def make(**env) -> WorkerProcess:
-        w = WorkerProcess(kafka, tmp_path, **env)
+    def make(partitions: int = 4, **env) -> WorkerProcess:
+        w = WorkerProcess(kafka, tmp_path, partitions=partitions, **env)
         made.append(w)
         return w
     yield make
