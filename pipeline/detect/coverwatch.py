@@ -65,7 +65,7 @@ ALL_FEATURES = FEATURES + ("hst",)
 # Smallest median-to-p90 distance allowed per feature (so a population where everyone sits
 # at 0 does not make 0.01 look extreme).
 FLOORS = {"tmpl": 0.15, "cot": 0.15, "drift": 0.1, "out_tok": 0.05, "growth": 0.05,
-          "hst": 0.05, "newclient": 0.1}
+          "hst": 0.05, "newclient": 0.1, "clientnovel": 0.1}
 # A rule scores the tenant's window on a few features together, each as its exceedance
 # (how far above the population median, in units of median-to-p90, for tenants of the
 # same age): "min" needs all of them extreme at once, "mean" averages them (each clipped to
@@ -77,11 +77,14 @@ FLOORS = {"tmpl": 0.15, "cot": 0.15, "drift": 0.1, "out_tok": 0.05, "growth": 0.
 RULES = (
     ("cot", "min", ("cot",)),                                       # distillation prompts
     ("coverage+tokens", "mean", ("spread", "newp", "out_tok")),     # sweeps
-    ("takeover", "min", ("newclient", "fresh")),   # a new client reaching new regions
+    ("takeover", "min", ("clientnovel",)),         # a new client reaching new regions
 )
+# Rules whose features do not depend on a tenant's age get one scale for all ages (the
+# largest per-age fit): splitting their few calibration tenants by age only adds noise.
+AGE_FREE_RULES = ("cot", "takeover")
 RULE_SCALES = (1.5, 1.5, 0.5)
 MIN_RULE_SCALE = 0.5
-CALIBRATION_TENANTS = 40     # per age bucket, to fit that bucket's own scales
+CALIBRATION_TENANTS = 100    # per age bucket, to fit that bucket's own scales
 CALIBRATION_MARGIN = 1.05
 _IDX = {f: i for i, f in enumerate(ALL_FEATURES)}
 _FLOOR = np.array([FLOORS.get(f, 0.1) for f in ALL_FEATURES])
@@ -196,8 +199,9 @@ class CoverwatchDetector:
         A rule's scale for a bucket becomes the ``1 - target_fpr / (2 len(RULES))`` quantile
         of those maxima times :data:`CALIBRATION_MARGIN` (buckets with fewer than
         :data:`CALIBRATION_TENANTS` tenants inherit the younger bucket's scale, raised to
-        their own maximum; never below :data:`MIN_RULE_SCALE`), so about ``target_fpr`` of
-        calibration tenants or fewer would alert. The returned detector holds the warm population as it is
+        their own maximum; rules in :data:`AGE_FREE_RULES` take their largest scale at every
+        age; never below :data:`MIN_RULE_SCALE`), so about ``target_fpr`` of calibration
+        tenants or fewer would alert. The returned detector holds the warm population as it is
         (``population_windows=0``) unless ``population_windows`` is passed.
         """
         if not 0 < target_fpr < 1:
@@ -231,6 +235,9 @@ class CoverwatchDetector:
                         scales[:, bucket], np.stack(rows).max(axis=0) * CALIBRATION_MARGIN)
             elif rows:
                 scales[:, 0] = np.stack(rows).max(axis=0) * CALIBRATION_MARGIN
+        for r, (name, _, _) in enumerate(RULES):
+            if name in AGE_FREE_RULES:
+                scales[r, :] = scales[r, :].max()
         scales = tuple(tuple(round(max(MIN_RULE_SCALE, float(x)), 3) for x in row)
                        for row in scales)
         out = cls(**params, population_windows=hold, rule_scales=scales)

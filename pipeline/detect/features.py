@@ -21,7 +21,9 @@ event carrying the signal):
 - ``rate``: log10(1 + queries per hour) / 5.
 - ``growth``: log(distinct 12-bit cells) / log(queries with vectors), cumulative.
 - ``newclient``: share of queries from a client fingerprint (user agent and address) the
-  tenant first used after its first 100 queries: a stolen key used from elsewhere.
+  tenant first used after its first 50 queries: a stolen key used from elsewhere.
+- ``clientnovel``: share of queries from such a new client that also land in a fine
+  region the tenant never reached (a new office re-asks the usual; a thief sweeps).
 - ``drift``: rise of the novelty rate against the tenant's own past: ADWIN (fed each
   query's 14-bit novelty indicator) estimates the mean since the last change it detected;
   drift is that minus a slow average over the tenant's earlier windows.
@@ -38,8 +40,8 @@ from pipeline.detect.text_signals import exact_hash, is_cot, skeletons
 
 FEATURES = ("nov8", "nov12", "nov14", "spread", "spread6", "fresh", "tmpl", "cot", "newp",
             "out_tok",
-            "regular", "rate", "growth", "drift", "newclient")
-ESTABLISHED = 100          # events after which a client fingerprint counts as new to the tenant
+            "regular", "rate", "growth", "drift", "newclient", "clientnovel")
+ESTABLISHED = 50           # events after which a client fingerprint counts as new to the tenant
 MAX_CLIENTS = 32
 MINHASH_K = 16
 _MASK64 = (1 << 64) - 1
@@ -79,6 +81,7 @@ class TenantState:
     w_spread: int = 0
     w_spread6: int = 0
     w_newclient: int = 0
+    w_clientnovel: int = 0
     clients: dict = field(default_factory=dict)  # fingerprint -> first seen after ESTABLISHED
     w_fresh: int = 0
     w_tmpl: int = 0
@@ -116,6 +119,7 @@ def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
     """
     s.n += 1
     s.w_n += 1
+    late = False
     if client:
         late = s.clients.get(client)
         if late is None:
@@ -151,6 +155,8 @@ def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
         bm, byte, bit = s.seen14, c14 >> 3, 1 << (c14 & 7)
         novel14 = not bm[byte] & bit
         s.adwin.update(1.0 if novel14 else 0.0)
+        if novel14 and late:
+            s.w_clientnovel += 1
         if novel14:
             bm[byte] |= bit
             s.w_nov14 += 1
@@ -214,6 +220,8 @@ def summarise(s: TenantState) -> dict[str, float]:
     if s.w_tok_n:
         f["out_tok"] = min(s.w_tok / s.w_tok_n / math.log(8192.0), 1.0)
     f["newclient"] = s.w_newclient / s.w_n if s.w_n else NAN
+    if v:
+        f["clientnovel"] = s.w_clientnovel / v
     if s.w_dt_n >= 2:
         mean = s.w_dt / s.w_dt_n
         var = max(s.w_dt2 / s.w_dt_n - mean * mean, 0.0)
@@ -223,7 +231,7 @@ def summarise(s: TenantState) -> dict[str, float]:
         f["rate"] = min(math.log10(1.0 + s.w_n / span_h) / 5.0, 1.0)
     s.windows += 1
     s.w_n = s.w_v = s.w_p = s.w_nov8 = s.w_nov12 = s.w_nov14 = s.w_spread = 0
-    s.w_spread6 = s.w_fresh = s.w_newclient = 0
+    s.w_spread6 = s.w_fresh = s.w_newclient = s.w_clientnovel = 0
     s.w_cells = bytearray(40)
     s.w_tmpl = s.w_cot = s.w_newp = s.w_tok_n = s.w_dt_n = 0
     s.w_tok = s.w_dt = s.w_dt2 = 0.0

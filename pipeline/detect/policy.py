@@ -25,6 +25,8 @@ _LEAD = {
     "tmpl": "filled one prompt template in {k} of its last {w} queries",
     "cot": "asked for step-by-step reasoning in {k} of its last {w} queries",
     "newclient": "sent {k} of its last {w} queries from a client it had not used before",
+    "clientnovel": ("sent {k} of its last {w} queries from a client it had not used before "
+                    "into embedding regions it had never reached"),
 }
 _CLAUSE = {
     "newp": "{v:.0%} of them were prompts it had never sent",

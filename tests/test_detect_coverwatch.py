@@ -1,0 +1,165 @@
+"""CoverwatchDetector: parameters, alert policy, evidence, checkpoints, summaries (synthetic)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.contracts.events import Event
+from pipeline.detect.coverwatch import RULE_SCALES, CoverwatchDetector
+from pipeline.detect.population import Population, age_bucket, feeds_population
+
+T0 = 1_767_225_600_000
+DIM = 24
+
+
+def app_events(rng, topics, tenant, n, start=0):
+    out = []
+    for i in range(start, start + n):
+        v = topics[i % len(topics)] + 0.05 * rng.standard_normal(DIM)
+        out.append(Event(f"{tenant}-{i}", T0 + i * 2000, tenant, prompt=f"question {i % 5}",
+                         embedding=v.astype(np.float32), output_tokens=200))
+    return out
+
+
+def sweep_events(rng, tenant, n, start=0, template="Explain step by step: {}"):
+    return [Event(f"{tenant}-{i}", T0 + i * 2000, tenant, prompt=template.format(f"topic {i}"),
+                  embedding=rng.standard_normal(DIM).astype(np.float32), output_tokens=1500)
+            for i in range(start, start + n)]
+
+
+def population(det, rng, tenants=40, n=300):
+    topics = {t: rng.standard_normal((4, DIM)) for t in range(tenants)}
+    for i in range(0, n, 10):
+        batch = []
+        for t in range(tenants):
+            batch += app_events(rng, topics[t], f"app{t}", 10, start=i)
+        det.update_many(batch)
+
+
+@pytest.fixture()
+def warm():
+    rng = np.random.default_rng(0)
+    det = CoverwatchDetector(window=20, min_windows=20, seed=5)
+    population(det, rng)
+    return det, rng
+
+
+@pytest.mark.parametrize("kw", [dict(window=1), dict(threshold=1.0, release=2.0),
+                                dict(critical=0.9), dict(cooldown=-1), dict(min_windows=0),
+                                dict(hst_trees=0)])
+def test_bad_arguments_raise(kw):
+    with pytest.raises(ValueError):
+        CoverwatchDetector(**kw)
+
+
+def test_constructor_arguments_are_stored_as_given():
+    det = CoverwatchDetector(window=30, threshold=1.5, critical=4.0, seed=9)
+    assert (det.window, det.threshold, det.seed) == (30, 1.5, 9)
+    with pytest.raises(ValueError):
+        CoverwatchDetector(rule_scales=(1.0,))
+    assert repr(det.clone()) == repr(det)
+
+
+def test_sweeper_alerts_once_per_episode_with_actionable_evidence(warm):
+    det, rng = warm
+    alerts = []
+    for e in sweep_events(rng, "thief", 400):
+        alerts += det.update(e).alerts
+    assert alerts, "a sweeper in a population of focused apps must alert"
+    first = alerts[0]
+    assert first.tenant_id == "thief" and first.events_seen <= 60
+    assert first.severity in ("warning", "critical")
+    ev = first.evidence
+    assert ev["summary"].startswith("Tenant thief ") and ev["summary"].count(".") >= 1
+    assert "percentile of tenants" in ev["summary"]
+    assert set(ev["signals"]) >= {"embedding", "prompt", "timing"}
+    assert ev["features"] and ev["fired"]
+    assert set(first.detector.split("+")) <= {"coverage", "template", "cot", "tokens", "drift",
+                                             "population", "timing"}
+    # hysteresis: one warning (and at most one escalation) for one continuous episode
+    assert len({a.alert_id for a in alerts}) == len(alerts) <= 2
+    assert not any(a.tenant_id != "thief" for a in alerts)
+
+
+def test_alert_ids_are_deterministic():
+    def run():
+        rng = np.random.default_rng(0)
+        det = CoverwatchDetector(window=20, min_windows=20, seed=5)
+        population(det, rng, tenants=30, n=200)
+        return [a.alert_id for e in sweep_events(rng, "thief", 200) for a in det.update(e).alerts]
+    a, b = run(), run()
+    assert a and a == b
+
+
+def test_cooldown_blocks_immediate_re_alerting(warm):
+    det, rng = warm
+    det2 = CoverwatchDetector(window=20, min_windows=20, seed=5, cooldown=10_000)
+    det2.load_population(det.dump_population())
+    topics = rng.standard_normal((4, DIM))
+    alerts = []
+    # sweep, calm down, sweep again: the second burst falls inside the cooldown
+    stream = (sweep_events(rng, "x", 200) + app_events(rng, topics, "x", 600, start=200)
+              + sweep_events(rng, "x", 200, start=800))
+    for e in stream:
+        alerts += det2.update(e).alerts
+    episodes = {a.alert_id for a in alerts if a.severity == "warning"}
+    assert len(episodes) <= 1
+
+
+def test_focused_apps_do_not_alert(warm):
+    det, rng = warm
+    topics = rng.standard_normal((4, DIM))
+    assert not [a for e in app_events(rng, topics, "calm", 600) for a in det.update(e).alerts]
+
+
+def test_population_round_trip_and_summaries(warm):
+    det, rng = warm
+    summaries = det.drain_summaries()
+    assert summaries and {"tenant_id", "ts_ms", "features", "cells_minhash"} <= set(summaries[0])
+    assert det.drain_summaries() == []
+    other = CoverwatchDetector(window=20, min_windows=20, seed=5)
+    other.load_population(det.dump_population())
+    events = sweep_events(rng, "s", 100)
+    a = [(s.score, [x.alert_id for x in s.alerts]) for s in det.update_many(events)]
+    b = [(s.score, [x.alert_id for x in s.alerts]) for s in other.update_many(events)]
+    assert a == b
+    with pytest.raises(ValueError):
+        other.load_population(det.dump_tenant("s"))
+
+
+def test_scored_carries_the_window_summary(warm):
+    det, rng = warm
+    out = det.update_many(sweep_events(rng, "s", 40))
+    closing = [s for s in out if s.summary is not None]
+    assert len(closing) == 2 and closing[0].summary["events_seen"] == 20
+
+
+def test_calibrate_sets_threshold_from_benign_traffic():
+    rng = np.random.default_rng(3)
+    topics = {t: rng.standard_normal((4, DIM)) for t in range(30)}
+    events = [e for i in range(0, 200, 10) for t in range(30)
+              for e in app_events(rng, topics[t], f"c{t}", 10, start=i)]
+    det = CoverwatchDetector.calibrate(events, target_fpr=0.05, window=20, min_windows=20)
+    assert len(det.rule_scales) == len(RULE_SCALES) and det.population_windows == 0
+    assert det.tenants == 0 and det.window == 20
+    alerts = [a for e in sweep_events(rng, "s", 200) for a in det.update(e).alerts]
+    assert alerts
+
+
+def test_age_buckets_and_population_feeding():
+    assert [age_bucket(k) for k in (1, 2, 3, 4, 7, 8, 200)] == [0, 1, 1, 2, 2, 3, 7]
+    fed = [k for k in range(1, 300) if feeds_population(k)]
+    assert fed[:6] == [1, 2, 3, 4, 8, 16] and len(fed) < 15
+    with pytest.raises(ValueError):
+        Population(0)
+
+
+def test_rule_scales_per_rule_or_per_age_bucket():
+    from pipeline.detect.coverwatch import RULES
+    from pipeline.detect.population import BUCKETS
+    CoverwatchDetector(rule_scales=(1.0,) * len(RULES))
+    CoverwatchDetector(rule_scales=tuple((1.0,) * BUCKETS for _ in RULES))
+    for bad in [(1.0,) * (len(RULES) + 1), tuple((1.0,) * (BUCKETS - 1) for _ in RULES),
+                (0.0,) * len(RULES)]:
+        with pytest.raises(ValueError):
+            CoverwatchDetector(rule_scales=bad)
