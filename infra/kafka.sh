@@ -292,7 +292,7 @@ cmd_start() {
             cluster_id="$("$PYTHON" -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())')"
             log "formatting storage in $DATA/data (cluster id $cluster_id)"
             if ! "${jvm[@]}" -Xmx256m -XX:TieredStopAtLevel=1 -cp "$cp" kafka.tools.StorageTool format \
-                    -t "$cluster_id" -c "$DATA/server.properties" --ignore-formatted \
+                    --cluster-id="$cluster_id" -c "$DATA/server.properties" --ignore-formatted \
                     >"$DATA/logs/format.log" 2>&1; then
                 cat "$DATA/logs/format.log" >&2
                 die "storage format failed"
