@@ -76,3 +76,27 @@ class Processor:
         scored = self.detector.update_many(fresh)
         alerts = [a for s in scored for a in s.alerts]
         return fresh, scored, alerts
+
+    def process_safely(self, events: Sequence[Event]):
+        """:meth:`process`, but an event the detector fails on is set aside, not fatal.
+
+        Returns ``(kept, scored, alerts, failed)`` with ``failed`` a list of
+        ``(event, reason)`` for the dead-letter topic; the rest are processed one by one.
+        """
+        try:
+            return (*self.process(events), [])
+        except Exception:  # noqa: BLE001 - one poisoned event must not stop the stream
+            log.exception("detector failed on a batch; retrying its events one by one")
+            for e in events:  # the failed attempt marked them seen
+                self._recent.pop(e.tenant_id + "\x1f" + e.event_id, None)
+        kept, scored, alerts, failed = [], [], [], []
+        for e in events:
+            try:
+                k, s, a = self.process([e])
+            except Exception as exc:  # noqa: BLE001
+                failed.append((e, f"detector: {exc!r}"[:300]))
+                continue
+            kept += k
+            scored += s
+            alerts += a
+        return kept, scored, alerts, failed

@@ -76,7 +76,9 @@ def replay(paths, settings: Settings, *, clickhouse: bool = True, batch: int = 5
                           prompt_salt=settings.prompt_salt) if clickhouse else None
     result = ReplayResult(rejected=rejected)
     for i, chunk in enumerate(batches(events, batch)):
-        kept, scored, alerts = proc.process(chunk)
+        kept, scored, alerts, failed = proc.process_safely(chunk)
+        if failed:
+            result.rejected["internal_error"] += len(failed)
         for a in alerts:
             a.stamped()
         result.alerts += alerts

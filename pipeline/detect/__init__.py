@@ -5,4 +5,6 @@ Every detector follows one small protocol (see :class:`pipeline.detect.base.Dete
 event's locality cell, its scores, and any alerts), and ``dump``/``load`` move per-tenant
 state in and out so the shell can checkpoint it.
 """
-DETECTOR_VERSION = "0.1.0"
+# Bump when per-tenant or population state changes shape: checkpoints written by another
+# version are discarded at restore (those tenants start fresh) instead of being misread.
+DETECTOR_VERSION = "0.2.0"

@@ -16,7 +16,6 @@ import asyncio
 import base64
 import hashlib
 import logging
-import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -34,7 +33,6 @@ from pipeline.stream.metrics import Metrics
 from pipeline.stream.state import Checkpoints
 
 log = logging.getLogger("coverwatch.worker")
-_OFFSET = struct.Struct(">q")
 
 
 DLQ_ORIGINAL_MAX = 1_048_576
@@ -184,9 +182,7 @@ def create_app(settings: Settings) -> faust.App:
             msg = ev.message
             for i, e in enumerate(decode_batch(ev.value)):
                 if not checkpoints.known(e.tenant_id):
-                    stored = state.get(e.tenant_id.encode())
-                    checkpoints.restore(e.tenant_id, stored[_OFFSET.size:] if stored else None,
-                                        _OFFSET.unpack_from(stored)[0] if stored else -1)
+                    checkpoints.restore(e.tenant_id, state.get(e.tenant_id.encode()))
                 pos = (msg.partition, (msg.offset << 16) | i)
                 if checkpoints.already_learned(e.tenant_id, pos):
                     metrics.replayed_skipped += 1
@@ -201,7 +197,14 @@ def create_app(settings: Settings) -> faust.App:
         async for batch in stream.take_events(64, within=s.sink_within_s):
             t0 = time.perf_counter()
             todo = load_states(batch)
-            kept, scored, alerts = await loop.run_in_executor(cpu_thread, processor.process, todo)
+            kept, scored, alerts, failed = await loop.run_in_executor(
+                cpu_thread, processor.process_safely, todo)
+            for e, err in failed:
+                metrics.dlq += 1
+                await dlq.send(key=e.tenant_id.encode(), value=dlq_record(
+                    orjson.dumps(e.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY),
+                    "internal_error", err, s.topic_events, e.extra["pos"][0],
+                    e.extra["pos"][1] >> 16))
             for a in alerts:
                 a.stamped()
             dedup = token(s.topic_events, *offset_ranges(batch))
@@ -210,9 +213,9 @@ def create_app(settings: Settings) -> faust.App:
                 metrics.alerts[a.severity] += 1
                 await alerts_topic.send(key=a.tenant_id.encode(), value=orjson.dumps(a.to_dict()))
             for tenant, pos in checkpoints.touched(kept):
-                blob = processor.detector.dump_tenant(tenant)
-                if blob is not None:
-                    state[tenant.encode()] = _OFFSET.pack(pos[1]) + blob
+                value = checkpoints.encode(tenant, pos[1])
+                if value is not None:
+                    state[tenant.encode()] = value
             metrics.events_detected += len(kept)
             metrics.duplicates = processor.duplicates
             metrics.tenants = checkpoints.tenants

@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import time
+import zlib
 from pathlib import Path
 from typing import Iterable
 
+from pipeline.detect import DETECTOR_VERSION
+
 log = logging.getLogger(__name__)
+_HEADER = struct.Struct(">qI")   # learned-up-to position, detector state version tag
+
+
+def version_tag(detector) -> int:
+    return zlib.crc32(f"{type(detector).__name__}/{DETECTOR_VERSION}".encode())
 
 
 class Checkpoints:
@@ -26,9 +35,15 @@ class Checkpoints:
         self._last: dict[str, int] = {}           # tenant -> last learned offset
         self._partition: dict[str, int] = {}      # tenant -> events-topic partition
         self._saved_at = time.monotonic()
+        self.tag = version_tag(detector)
         if self.path.exists() and hasattr(detector, "load_population"):
-            detector.load_population(self.path.read_bytes())
-            log.info("population model restored from %s", self.path)
+            data = self.path.read_bytes()
+            if data[:4] == struct.pack(">I", self.tag):
+                detector.load_population(data[4:])
+                log.info("population model restored from %s", self.path)
+            else:
+                log.warning("population checkpoint %s is from another detector version; "
+                            "starting a fresh population", self.path)
 
     @property
     def tenants(self) -> int:
@@ -37,10 +52,25 @@ class Checkpoints:
     def known(self, tenant: str) -> bool:
         return tenant in self._last
 
-    def restore(self, tenant: str, blob: bytes | None, offset: int) -> None:
-        if blob:
-            self.detector.load_tenant(tenant, blob)
-        self._last[tenant] = offset
+    def encode(self, tenant: str, position: int) -> bytes | None:
+        """The table value for a tenant: its position, the state version, its state."""
+        blob = self.detector.dump_tenant(tenant)
+        return None if blob is None else _HEADER.pack(position, self.tag) + blob
+
+    def restore(self, tenant: str, stored: bytes | None) -> None:
+        """Load a tenant from its table value; state of another version is dropped."""
+        position = -1
+        if stored:
+            position, tag = _HEADER.unpack_from(stored)
+            if tag != self.tag:
+                log.warning("tenant %r: checkpoint from another detector version, starting "
+                            "fresh", tenant)
+            else:
+                try:
+                    self.detector.load_tenant(tenant, stored[_HEADER.size:])
+                except Exception:  # noqa: BLE001 - a bad checkpoint must not stop the worker
+                    log.exception("tenant %r: unreadable checkpoint, starting fresh", tenant)
+        self._last[tenant] = position
 
     def already_learned(self, tenant: str, pos: tuple[int, int]) -> bool:
         return pos[1] <= self._last.get(tenant, -1)
@@ -67,6 +97,6 @@ class Checkpoints:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(self.detector.dump_population())
+        tmp.write_bytes(struct.pack(">I", self.tag) + self.detector.dump_population())
         os.replace(tmp, self.path)
         self._saved_at = time.monotonic()

@@ -1,0 +1,363 @@
+"""Per-account sketches for the coordinated-campaign stage: a few hundred bytes per account.
+
+:class:`AccountSketcher` folds every event (with what the detector said about it, a
+:class:`~pipeline.detect.base.Scored`) into a compact per-account sketch and, at the
+account's 50th, 100th and 200th query and then every ``every`` queries, emits an
+*account summary*: a small JSON-serialisable dict (well under 2 KB) that is all the global
+:class:`~pipeline.campaigns.stage.CampaignStage` ever sees. The stage therefore scales with
+the number of accounts, not of events.
+
+Sketch of one account (tenant):
+
+- ``minhash``: ``n_hashes`` 32-bit minima over the coarse locality cells it reached
+  (:attr:`Scored.cell`; 0 = no vector): Jaccard between accounts, and the union of a group
+  (element-wise minimum) estimates how many distinct cells the group reached together.
+- a 1024-bit linear-counting bitmap of cells: its distinct-cell count (exact enough up to a
+  few thousand cells; the MinHash estimate takes over when the bitmap fills up).
+- ``regions``: which of 64 coarse regions it touched (the low 6 bits of a sign-projection
+  cell are its 6-bit cell, see :mod:`pipeline.detect.lsh`): how far across the space it is.
+- prompt skeletons (digits, quoted spans and whitespace normalised, head and tail): share of
+  prompts re-using a skeleton the account used before, share of exact repeats, and the
+  bottom-``skeleton_k`` hashes of re-used skeletons (a template signature shared by
+  accounts filled from one template).
+- first and last event time, query count, inter-arrival mean and coefficient of variation,
+  mean log output tokens.
+- client metadata when present: hashes of model, endpoint, user agent, the client IP's /24
+  (or /48) prefix, and how many distinct API keys and prefixes it used.
+
+>>> from pipeline.contracts.events import Event
+>>> from pipeline.detect.base import Scored
+>>> sk = AccountSketcher(seed=1)
+>>> evs = [Event(f"e{i}", 1767225600000 + 60_000 * i, "acct-1", prompt=f"Question {i}: why?",
+...              client_ip="203.0.113.9", user_agent="curl/8") for i in range(120)]
+>>> sk.observe_batch(evs, [Scored(cell=1 + 17 * i) for i in range(120)])
+>>> [(s["account"], s["queries"], abs(s["distinct_cells"] - s["queries"]) <= 3)
+...  for s in sk.drain()]
+[('acct-1', 50, True), ('acct-1', 100, True)]
+>>> sk.drain()
+[]
+>>> state = sk.dump_tenant("acct-1")
+>>> sk2 = AccountSketcher(seed=1)
+>>> sk2.load_tenant("acct-1", state)
+>>> sk2.dump_tenant("acct-1") == state
+True
+"""
+from __future__ import annotations
+
+import math
+import pickle
+import re
+import zlib
+from collections import OrderedDict
+from typing import Sequence
+
+import numpy as np
+
+SUMMARY_VERSION = 1
+BITMAP_BITS = 1024
+EXACT_BITS = 2048
+SKEL_BITS = 1024
+CHECKPOINTS = (50, 100, 200)
+_MASK64 = (1 << 64) - 1
+_DIGITS = str.maketrans("0123456789", "0000000000")
+_QUOTED = re.compile(r'"[^"\n]{0,200}"|\'[^\'\n]{0,200}\'|`[^`\n]{0,200}`|“[^”]{0,200}”')
+_ZEROS = re.compile("0+")
+SKELETON_CHARS = 32
+_MAX_PREFIXES = 8
+_MAX_KEYS = 16
+
+
+def _mix64(x: int) -> int:
+    """splitmix64 finaliser: a stable 64-bit hash of an integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def text_hash(s: str | None) -> int:
+    """Stable 32-bit hash of a string (0 for None/empty), CRC32 so it survives restarts."""
+    if not s:
+        return 0
+    return zlib.crc32(s.encode("utf-8", "surrogatepass")) or 1
+
+
+def ip_prefix(ip: str | None) -> str | None:
+    """The /24 of an IPv4 address, the /48 of an IPv6 one (None when absent)."""
+    if not ip:
+        return None
+    if ":" in ip:
+        return ":".join(ip.split(":")[:3])
+    return ip.rsplit(".", 1)[0]
+
+
+def skeleton(text: str) -> str:
+    """A prompt's shape: quoted spans to Q, digit runs to 0, whitespace runs to one space.
+
+    >>> skeleton('Translate "bonjour" in 3 words')  == skeleton("Translate 'merci' in 12 words")
+    True
+    """
+    s = _QUOTED.sub("Q", text.lower())
+    return " ".join(_ZEROS.sub("0", s.translate(_DIGITS)).split())
+
+
+def skeleton_hashes(prompt: str) -> tuple[int, int]:
+    """(head, tail) skeleton hashes; tail 0 for short prompts (a prefix or suffix template)."""
+    head = zlib.crc32(skeleton(prompt[:SKELETON_CHARS * 2])[:SKELETON_CHARS].encode(
+        "utf-8", "surrogatepass")) or 1
+    if len(prompt) <= 3 * SKELETON_CHARS:
+        return head, 0
+    tail = zlib.crc32(skeleton(prompt[-SKELETON_CHARS * 2:])[-SKELETON_CHARS:].encode(
+        "utf-8", "surrogatepass"), 0x9E3779B9) or 1
+    return head, tail
+
+
+class _Acct:
+    """One account's sketch (slotted: a few hundred bytes)."""
+
+    __slots__ = ("n", "nv", "npr", "first_ts", "last_ts", "minhash", "bitmap", "regions",
+                 "seen", "seen_sk", "sk_rep", "ex_rep", "sk_sig", "gap_n", "gap_mean", "gap_m2",
+                 "tok_n", "tok_sum", "model", "endpoint", "ua", "prefixes", "keys",
+                 "next_emit")
+
+    def __init__(self, n_hashes: int):
+        self.n = self.nv = self.npr = 0
+        self.first_ts = self.last_ts = -1
+        self.minhash = np.full(n_hashes, 0xFFFFFFFF, dtype=np.uint32)
+        self.bitmap = bytearray(BITMAP_BITS // 8)
+        self.regions = 0
+        self.seen = bytearray(EXACT_BITS // 8)    # exact prompt hashes (one bit each)
+        self.seen_sk = bytearray(SKEL_BITS // 8)  # skeleton hashes
+        self.sk_rep = self.ex_rep = 0
+        self.sk_sig: list[int] = []         # bottom-k of re-used skeleton hashes
+        self.gap_n = 0
+        self.gap_mean = self.gap_m2 = 0.0   # Welford over log10 inter-arrival seconds
+        self.tok_n = 0
+        self.tok_sum = 0.0
+        self.model = self.endpoint = self.ua = 0
+        self.prefixes: list[int] = []
+        self.keys: list[int] = []
+        self.next_emit = CHECKPOINTS[0]
+
+    def __getstate__(self):
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __setstate__(self, state):
+        for k, v in zip(self.__slots__, state):
+            setattr(self, k, v)
+
+
+def _test_set(bm: bytearray, i: int) -> bool:
+    byte, bit = i >> 3, 1 << (i & 7)
+    if bm[byte] & bit:
+        return False
+    bm[byte] |= bit
+    return True
+
+
+def _popcount(bm: bytearray) -> int:
+    return int.from_bytes(bm, "little").bit_count()
+
+
+def _corrected(share: float, bloom: bytearray) -> float:
+    """A repeat share net of the one-bit Bloom filter's false positives (about its fill)."""
+    fill = _popcount(bloom) / (8 * len(bloom))
+    return round(max(0.0, (share - 0.5 * fill) / max(1.0 - 0.5 * fill, 1e-9)), 4)
+
+
+def minhash_distinct(mh: np.ndarray) -> float:
+    """Distinct items behind a MinHash of 32-bit minima: (k - 1) / sum(min / 2^32)."""
+    u = np.asarray(mh, dtype=np.float64) / 4294967296.0
+    full = u < 1.0 - 1e-9
+    if not full.any():
+        return 0.0
+    return float((len(u) - 1) / max(float(u.sum()), 1e-12))
+
+
+def distinct_estimate(bitmap: bytearray, mh: np.ndarray) -> int:
+    """Linear counting on the bitmap while it is below 80% full, MinHash estimate beyond."""
+    ones = _popcount(bitmap)
+    if ones < 0.8 * BITMAP_BITS:
+        return int(round(-BITMAP_BITS * math.log(1.0 - ones / BITMAP_BITS)))
+    return int(round(minhash_distinct(mh)))
+
+
+class AccountSketcher:
+    """Per-account sketches updated per event; account summaries out, for the campaign stage.
+
+    Parameters
+    ----------
+    n_hashes
+        MinHash size (32-bit minima) per account.
+    every
+        After the first checkpoints (50, 100, 200 queries), emit a summary every ``every``
+        queries.
+    skeleton_k
+        How many re-used skeleton hashes (bottom-k) a summary carries.
+    max_accounts
+        Accounts kept; beyond, the least recently active is forgotten (its next event
+        starts a fresh sketch).
+    seed
+        Seed of the MinHash functions (stage and sketcher must agree on it to compare
+        sketches of different workers; it travels in every summary).
+    """
+
+    def __init__(self, n_hashes: int = 64, every: int = 200, skeleton_k: int = 8,
+                 max_accounts: int = 1_000_000, seed: int = 0):
+        self.n_hashes = n_hashes
+        self.every = every
+        self.skeleton_k = skeleton_k
+        self.max_accounts = max_accounts
+        self.seed = seed
+        if not 8 <= n_hashes <= 256:
+            raise ValueError("n_hashes must be in 8..256")
+        if every < 1 or skeleton_k < 0 or max_accounts < 1:
+            raise ValueError("need every >= 1, skeleton_k >= 0, max_accounts >= 1")
+        self._reset()
+
+    def _reset(self) -> None:
+        rng = np.random.default_rng([int(self.seed) & 0xFFFFFFFF, 0xCA3])
+        self._a = rng.integers(1, 1 << 63, self.n_hashes, dtype=np.uint64) | np.uint64(1)
+        self._b = rng.integers(0, 1 << 63, self.n_hashes, dtype=np.uint64)
+        self._accts: OrderedDict[str, _Acct] = OrderedDict()
+        self._out: list[dict] = []
+
+    def __repr__(self) -> str:
+        return (f"AccountSketcher(n_hashes={self.n_hashes}, every={self.every}, "
+                f"skeleton_k={self.skeleton_k}, max_accounts={self.max_accounts}, "
+                f"seed={self.seed})")
+
+    @property
+    def accounts(self) -> int:
+        return len(self._accts)
+
+    def cell_minhashes(self, cells: np.ndarray) -> np.ndarray:
+        """``uint32[len(cells), n_hashes]``: the hash values each cell contributes."""
+        x = np.asarray(cells, dtype=np.uint64)
+        x = (x + np.uint64(0x9E3779B97F4A7C15)) * np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(31)
+        h = x[:, None] * self._a[None, :] + self._b[None, :]
+        return (h >> np.uint64(32)).astype(np.uint32)
+
+    def observe_batch(self, events: Sequence, scored: Sequence) -> None:
+        """Fold a batch of events (event-time order per account) and their Scored in."""
+        if len(events) != len(scored):
+            raise ValueError("events and scored must have the same length")
+        if not events:
+            return
+        cells = np.fromiter((s.cell for s in scored), dtype=np.int64, count=len(scored))
+        has = np.flatnonzero(cells > 0)
+        mh_rows = self.cell_minhashes(cells[has]) if len(has) else None
+        row_of = dict(zip(has.tolist(), range(len(has))))
+        accts = self._accts
+        for i, e in enumerate(events):
+            tid = e.tenant_id
+            a = accts.get(tid)
+            if a is None:
+                a = accts[tid] = _Acct(self.n_hashes)
+                if len(accts) > self.max_accounts:
+                    accts.popitem(last=False)
+            else:
+                accts.move_to_end(tid)
+            cell = int(cells[i])
+            r = row_of.get(i) if cell > 0 else None
+            self._observe(a, e, cell, None if r is None else mh_rows[r])
+            if a.n >= a.next_emit:
+                self._out.append(self._summary(tid, a))
+                a.next_emit = (a.next_emit * 2 if a.next_emit < CHECKPOINTS[-1]
+                               else a.next_emit + self.every)
+
+    def _observe(self, a: _Acct, e, cell: int, mh_row) -> None:
+        a.n += 1
+        ts = e.ts_ms
+        if a.first_ts < 0:
+            a.first_ts = ts
+        elif a.last_ts >= 0:
+            gap = math.log10(1.0 + max(ts - a.last_ts, 0) / 1000.0)
+            a.gap_n += 1
+            d = gap - a.gap_mean
+            a.gap_mean += d / a.gap_n
+            a.gap_m2 += d * (gap - a.gap_mean)
+        a.last_ts = max(a.last_ts, ts)
+        if mh_row is not None:
+            a.nv += 1
+            np.minimum(a.minhash, mh_row, out=a.minhash)
+            h = _mix64(cell)
+            _test_set(a.bitmap, h % BITMAP_BITS)
+            a.regions |= 1 << ((cell - 1) & 63)
+        prompt = e.prompt
+        if prompt:
+            a.npr += 1
+            if not _test_set(a.seen, text_hash(prompt) % EXACT_BITS):
+                a.ex_rep += 1
+            else:
+                head, tail = skeleton_hashes(prompt)
+                rep = 0
+                for sk in (head, tail):
+                    if sk and not _test_set(a.seen_sk, (sk * 2654435761) % SKEL_BITS):
+                        rep = sk
+                if rep:
+                    a.sk_rep += 1
+                    sig = a.sk_sig
+                    if rep not in sig and (len(sig) < self.skeleton_k or rep < sig[-1]):
+                        sig.append(rep)
+                        sig.sort()
+                        del sig[self.skeleton_k:]
+        tok = e.output_tokens
+        if tok is not None:
+            a.tok_n += 1
+            a.tok_sum += math.log1p(tok)
+        if a.n <= 3 or not a.model:      # client metadata: first values, a few prefixes/keys
+            a.model = a.model or text_hash(e.model)
+            a.endpoint = a.endpoint or text_hash(e.endpoint)
+            a.ua = a.ua or text_hash(e.user_agent)
+        p = ip_prefix(e.client_ip)
+        if p is not None:
+            ph = text_hash(p)
+            if ph not in a.prefixes and len(a.prefixes) < _MAX_PREFIXES:
+                a.prefixes.append(ph)
+        if e.api_key_id:
+            kh = text_hash(e.api_key_id)
+            if kh not in a.keys and len(a.keys) < _MAX_KEYS:
+                a.keys.append(kh)
+
+    def _summary(self, tid: str, a: _Acct) -> dict:
+        gap_sd = math.sqrt(a.gap_m2 / (a.gap_n - 1)) if a.gap_n > 1 else 0.0
+        span_h = max(a.last_ts - a.first_ts, 1) / 3_600_000
+        return {
+            "v": SUMMARY_VERSION, "seed": self.seed, "account": tid, "ts_ms": a.last_ts,
+            "first_ts_ms": a.first_ts, "queries": a.n, "with_cells": a.nv,
+            "distinct_cells": distinct_estimate(a.bitmap, a.minhash) if a.nv else 0,
+            "regions": a.regions.bit_count(),
+            "minhash": a.minhash.tolist() if a.nv else [],
+            "prompts": a.npr,
+            "skeleton_repeat": round(a.sk_rep / a.npr, 4) if a.npr else None,
+            "exact_repeat": _corrected(a.ex_rep / a.npr, a.seen) if a.npr else None,
+            "skeletons": list(a.sk_sig),
+            "rate_per_h": round(a.n / span_h, 3) if a.n > 1 else None,
+            "gap_log10_mean": round(a.gap_mean, 4) if a.gap_n else None,
+            "gap_log10_sd": round(gap_sd, 4) if a.gap_n > 1 else None,
+            "out_tokens_log": round(a.tok_sum / a.tok_n, 4) if a.tok_n else None,
+            "model": a.model, "endpoint": a.endpoint, "user_agent": a.ua,
+            "ip_prefixes": list(a.prefixes[:4]), "n_prefixes": len(a.prefixes),
+            "n_keys": len(a.keys),
+        }
+
+    def drain(self) -> list[dict]:
+        """Account summaries emitted since the last call."""
+        out, self._out = self._out, []
+        return out
+
+    def dump_tenant(self, tenant_id: str) -> bytes | None:
+        """One account's sketch as bytes (None if unknown), for checkpoints."""
+        a = self._accts.get(tenant_id)
+        return None if a is None else pickle.dumps(a, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load_tenant(self, tenant_id: str, state: bytes) -> None:
+        a = pickle.loads(state)
+        if not isinstance(a, _Acct) or len(a.minhash) != self.n_hashes:
+            raise ValueError("not an account sketch of this sketcher")
+        self._accts[tenant_id] = a
+        self._accts.move_to_end(tenant_id)
+        while len(self._accts) > self.max_accounts:
+            self._accts.popitem(last=False)

@@ -1,0 +1,546 @@
+"""The global campaign stage: groups of small accounts that together behave like one sweep.
+
+:class:`CampaignStage` consumes the account summaries of
+:class:`~pipeline.campaigns.sketch.AccountSketcher` (a few per account, so it scales with
+accounts, not events) and raises **one alert per campaign**: ``detector="campaign"``,
+``tenant_id`` = the campaign's first member (its lead, stable), ``related_tenants`` = every
+other member found so far. When members are added the alert is re-emitted under the same
+``alert_id``, so downstream de-duplication keeps the newest version.
+
+How a campaign is found (no labels; population baselines learned online):
+
+1. **Sweep-like accounts.** Per query-count bucket (50, 100, 200, 400, ... queries) the stage
+   keeps histograms of every account's breadth (distinct cells / queries) and region
+   coverage. An account is a *candidate* while it is young (at most ``young_queries``
+   queries), rarely repeats a prompt (``max_repeat``), and its breadth and coverage are both at or above the
+   ``candidate_quantile`` of accounts at the same count (and breadth >= ``min_breadth``).
+   Nothing is a candidate until its bucket has ``warmup`` summaries. Once a campaign is
+   confirmed, an account at or above the population *median* may join it (never open a
+   group): members of a campaign that dominates its own population are still named.
+2. **Candidate groups without O(n^2).** A candidate is looked up in a few band keys (LSH
+   style over its client signature: model + endpoint, user agent + IP prefix, each re-used
+   prompt skeleton). Only groups filed under one of its keys are compared, at most
+   ``max_open`` per key. It joins the largest group that (a) has a member that started
+   within ``max_gap_ms`` of it (chained starts), (b) has a similar per-account profile
+   (pace and output length within ``rate_tol``/``tok_tol`` in log space), and (c) overlaps it little: mean MinHash Jaccard with the group's recent members
+   at most ``max_jaccard`` (complementary coverage; accounts sharing a popular topic
+   overlap heavily and never group). Otherwise it opens a new group.
+3. **The campaign test.** A group of at least ``min_members`` whose members together reached
+   at least ``min_ratio`` times the distinct cells as many typical accounts (population
+   median breadth) of the same sizes reach is a campaign; its MinHash union is reported; from then on every joining account is named at once
+   (typically at its first summary, after 50 queries).
+
+One tenant with many API keys is one account here (sketches are per tenant), so a large
+customer's keys never form a group; established accounts (over ``young_queries``) never
+join one.
+
+>>> import numpy as np
+>>> from pipeline.campaigns.sketch import AccountSketcher
+>>> from pipeline.contracts.events import Event
+>>> from pipeline.detect.base import Scored
+>>> rng = np.random.default_rng(0)
+>>> sk, st = AccountSketcher(seed=3), CampaignStage(warmup=20, min_members=3, seed=3)
+>>> t0, evs, cells = 1767225600000, [], []
+>>> for j in range(40):     # apps re-asking around their own few topics, from the start
+...     topic = rng.integers(1, 4000, 8)
+...     for i in range(100):
+...         evs.append(Event(f"a{j}-{i}", t0 + 600_000 * i, f"app{j}"))
+...         cells.append(int(rng.choice(topic)))
+>>> sweep = rng.permutation(np.arange(1, 4097))      # one sweep split over 6 new accounts
+>>> for j in range(6):
+...     for i in range(100):
+...         evs.append(Event(f"h{j}-{i}", t0 + 3_600_000 * (10 + j) + 30_000 * i, f"h{j}",
+...                          model="big", endpoint="/chat"))
+...         cells.append(int(sweep[100 * j + i]))
+>>> order = np.argsort([e.ts_ms for e in evs], kind="stable")
+>>> sk.observe_batch([evs[i] for i in order], [Scored(cell=cells[i]) for i in order])
+>>> alerts = [a for s in sk.drain() for a in st.update(s)]
+>>> len({a.alert_id for a in alerts}), alerts[-1].tenant_id, alerts[-1].related_tenants
+(1, 'h0', ['h1', 'h2', 'h3', 'h4', 'h5'])
+>>> alerts[-1].detector, alerts[-1].evidence["member_count"]
+('campaign', 6)
+"""
+from __future__ import annotations
+
+import math
+import pickle
+from collections import Counter, OrderedDict, deque
+
+import numpy as np
+
+from pipeline.campaigns.sketch import minhash_distinct
+from pipeline.contracts.alerts import Alert
+
+N_BUCKETS = 10
+_BREADTH_BINS = 50
+_REGION_BINS = 65
+HOUR_MS = 3_600_000
+
+
+def bucket_of(queries: int) -> int:
+    """Query-count bucket: 0 for < 100, 1 for < 200, 2 for < 400, ..."""
+    return max(0, min(N_BUCKETS - 1, int(math.log2(max(queries, 1) / 50.0)))) if queries >= 50 \
+        else 0
+
+
+class _Baseline:
+    """Histograms of breadth and region coverage per query-count bucket (no labels)."""
+
+    __slots__ = ("breadth", "regions", "n")
+
+    def __init__(self):
+        self.breadth = np.zeros((N_BUCKETS, _BREADTH_BINS), np.float64)
+        self.regions = np.zeros((N_BUCKETS, _REGION_BINS), np.float64)
+        self.n = np.zeros(N_BUCKETS, np.float64)
+
+    def learn(self, b: int, breadth: float, regions: int) -> None:
+        self.breadth[b, min(int(breadth * _BREADTH_BINS), _BREADTH_BINS - 1)] += 1
+        self.regions[b, min(max(regions, 0), _REGION_BINS - 1)] += 1
+        self.n[b] += 1
+        if self.n[b] > 50_000:             # slow forgetting: halve old counts
+            self.breadth[b] *= 0.5
+            self.regions[b] *= 0.5
+            self.n[b] *= 0.5
+
+    @staticmethod
+    def _q(hist: np.ndarray, q: float, width: float) -> float:
+        c = np.cumsum(hist)
+        if c[-1] <= 0:
+            return math.nan
+        return float(np.searchsorted(c, q * c[-1])) * width
+
+    def breadth_q(self, b: int, q: float) -> float:
+        return self._q(self.breadth[b], q, 1.0 / _BREADTH_BINS)
+
+    def regions_q(self, b: int, q: float) -> float:
+        return self._q(self.regions[b], q, 1.0)
+
+
+class _Group:
+    """A candidate group (campaign once it passes the test)."""
+
+    __slots__ = ("gid", "lead", "members", "first_start", "last_start", "last_ts", "union",
+                 "recent", "rate", "tok", "model", "endpoint", "uas", "prefixes", "skels",
+                 "new", "alerted", "keys", "n_members", "opened")
+
+    def __init__(self, gid: int, s: dict, mh: np.ndarray, keys: list):
+        self.gid = gid
+        self.lead = s["account"]
+        # account -> (queries, distinct cells, regions, log pace, log output tokens)
+        self.members: dict[str, tuple] = {}
+        self.first_start = self.last_start = self.opened = s["first_ts_ms"]
+        self.last_ts = s["ts_ms"]
+        self.union = mh.copy()
+        self.recent: deque = deque(maxlen=8)
+        self.rate = self.tok = 0.0
+        self.model, self.endpoint = s.get("model") or 0, s.get("endpoint") or 0
+        self.uas: Counter = Counter()
+        self.prefixes: Counter = Counter()
+        self.skels: Counter = Counter()
+        self.new = 0
+        self.alerted = False
+        self.keys = keys
+        self.n_members = 0
+
+
+def _log_rate(s: dict) -> float | None:
+    """Mean log10 inter-arrival seconds (the account's pace)."""
+    return s.get("gap_log10_mean")
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(a == b))
+
+
+class CampaignStage:
+    """Finds coordinated campaigns in account summaries; one alert per campaign.
+
+    Parameters
+    ----------
+    min_members
+        Accounts a group needs before it can be a campaign.
+    min_ratio
+        Distinct cells the members reached (summed) / what as many typical accounts
+        (population median breadth at each member's query count) reach.
+    max_jaccard
+        Largest mean MinHash Jaccard between a joining account and the group's recent members.
+    max_gap_ms
+        A joining account must start within this long of a member's start.
+    candidate_quantile
+        Population quantile (same query-count bucket) breadth and coverage must reach.
+    min_breadth
+        Absolute floor on distinct cells / queries for a candidate.
+    young_queries
+        Accounts with more queries never join a group (established accounts).
+    rate_tol, tok_tol
+        Largest distance from the group mean of the mean log10 inter-arrival seconds, and of
+        the mean log output tokens.
+    max_repeat
+        Largest share of exactly repeated prompts for a candidate (sweeps never re-ask).
+    warmup
+        Summaries a query-count bucket needs before its accounts can be candidates.
+    new_after_ms
+        An account first seen this long after the stage's first summary counts as new.
+    max_open
+        Groups remembered per band key (oldest forgotten first).
+    max_groups
+        Groups remembered in all (unalerted first, oldest first, are forgotten).
+    max_listed
+        Members listed in an alert (the count keeps growing beyond).
+    seed
+        The sketcher's MinHash seed; summaries with another seed are rejected.
+    """
+
+    detector = "campaign"
+
+    def __init__(self, min_members: int = 4, min_ratio: float = 1.15, max_jaccard: float = 0.15,
+                 max_gap_ms: int = 36 * HOUR_MS, candidate_quantile: float = 0.7,
+                 min_breadth: float = 0.8, young_queries: int = 1200, rate_tol: float = 0.6,
+                 max_repeat: float = 0.08,
+                 tok_tol: float = 0.6, warmup: int = 20, new_after_ms: int = HOUR_MS,
+                 max_open: int = 64, max_groups: int = 5000, max_listed: int = 5000,
+                 seed: int = 0):
+        self.min_members = min_members
+        self.min_ratio = min_ratio
+        self.max_jaccard = max_jaccard
+        self.max_gap_ms = max_gap_ms
+        self.candidate_quantile = candidate_quantile
+        self.min_breadth = min_breadth
+        self.young_queries = young_queries
+        self.rate_tol = rate_tol
+        self.max_repeat = max_repeat
+        self.tok_tol = tok_tol
+        self.warmup = warmup
+        self.new_after_ms = new_after_ms
+        self.max_open = max_open
+        self.max_groups = max_groups
+        self.max_listed = max_listed
+        self.seed = seed
+        if min_members < 2 or min_ratio <= 0 or not 0 < max_jaccard < 1:
+            raise ValueError("need min_members >= 2, min_ratio > 0, 0 < max_jaccard < 1")
+        if max_gap_ms <= 0 or not 0 <= candidate_quantile < 1 or not 0 <= min_breadth <= 1:
+            raise ValueError("need max_gap_ms > 0, 0 <= candidate_quantile < 1, "
+                             "0 <= min_breadth <= 1")
+        if young_queries < 50 or rate_tol <= 0 or tok_tol <= 0 or warmup < 1:
+            raise ValueError("need young_queries >= 50, rate_tol > 0, tok_tol > 0, warmup >= 1")
+        if max_open < 1 or max_groups < 1 or max_listed < 1:
+            raise ValueError("max_open, max_groups and max_listed must be >= 1")
+        self._reset()
+
+    def _reset(self) -> None:
+        self._base = _Baseline()
+        self._groups: OrderedDict[int, _Group] = OrderedDict()
+        self._index: dict[tuple, deque] = {}
+        self._member_of: dict[str, int] = {}
+        self._global = None                 # MinHash union of every account: cells reachable
+        self._next_gid = 1
+        self._first_ts = -1
+        self._now = -1
+        self.summaries = 0
+
+    def __repr__(self) -> str:
+        return (f"CampaignStage(min_members={self.min_members}, min_ratio={self.min_ratio}, "
+                f"max_jaccard={self.max_jaccard}, max_gap_ms={self.max_gap_ms}, "
+                f"candidate_quantile={self.candidate_quantile}, seed={self.seed})")
+
+    # -- public -----------------------------------------------------------------------------
+    def update(self, summary: dict) -> list[Alert]:
+        """Learn from one account summary; the campaign alerts it caused (0 or 1)."""
+        if summary.get("seed", self.seed) != self.seed:
+            raise ValueError("summary sketched with another seed")
+        acct, q = summary["account"], int(summary["queries"])
+        self.summaries += 1
+        ts = int(summary["ts_ms"])
+        if self._first_ts < 0:
+            self._first_ts = int(summary["first_ts_ms"])
+        self._now = max(self._now, ts)
+        nv = int(summary.get("with_cells") or 0)
+        mh = np.asarray(summary.get("minhash") or [], dtype=np.uint32)
+        if nv < 20 or len(mh) == 0:
+            return []
+        if self._global is None or len(self._global) != len(mh):
+            self._global = mh.copy()
+        else:
+            np.minimum(self._global, mh, out=self._global)
+        b = bucket_of(q)
+        breadth = min(1.0, summary["distinct_cells"] / nv)
+        regions = int(summary.get("regions") or 0)
+        warm = self._base.n[b] >= self.warmup
+        cand = warm and self._candidate(summary, b, breadth, regions, nv, q)
+        self._base.learn(b, breadth, regions)
+        gid = self._member_of.get(acct)
+        if gid is not None:
+            g = self._groups.get(gid)
+            if g is not None:
+                self._refresh(g, acct, summary, mh)
+                return self._maybe_alert(g, summary, joined=False)
+            del self._member_of[acct]
+        loose = warm and not cand and self._candidate(summary, b, breadth, regions, nv, q,
+                                                      quantile=0.5)
+        if not (cand or loose):
+            return []
+        self._expire()
+        g = self._find_group(summary, mh, alerted_only=not cand)
+        if g is None:
+            if not cand:
+                return []
+            g = self._open(summary, mh)
+        self._join(g, summary, mh)
+        return self._maybe_alert(g, summary, joined=True)
+
+    def update_many(self, summaries) -> list[Alert]:
+        return [a for s in summaries for a in self.update(s)]
+
+    def dump(self) -> bytes:
+        """The whole stage state (bounded), for a checkpoint."""
+        return pickle.dumps(self._state(), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load(self, state: bytes) -> None:
+        obj = pickle.loads(state)
+        if not (isinstance(obj, dict) and obj.get("kind") == "campaign-stage"):
+            raise ValueError("not a campaign stage state")
+        for k, v in obj.items():
+            if k != "kind":
+                setattr(self, k, v)
+
+    def _state(self) -> dict:
+        keys = ("_base", "_groups", "_index", "_member_of", "_global", "_next_gid",
+                "_first_ts", "_now", "summaries")
+        return {"kind": "campaign-stage", **{k: getattr(self, k) for k in keys}}
+
+    @property
+    def groups(self) -> int:
+        return len(self._groups)
+
+    def campaigns(self) -> list[dict]:
+        """Campaigns found so far: lead, members and counts (for analysts and tests)."""
+        return [{"lead": g.lead, "members": list(g.members), "member_count": g.n_members}
+                for g in self._groups.values() if g.alerted]
+
+    # -- internals --------------------------------------------------------------------------
+    def _candidate(self, s: dict, b: int, breadth: float, regions: int, nv: int,
+                   q: int, quantile: float | None = None) -> bool:
+        if q > self.young_queries or nv < 0.5 * q or breadth < self.min_breadth:
+            return False
+        rep = s.get("exact_repeat")
+        if rep is not None and rep > self.max_repeat:
+            return False
+        qq = self.candidate_quantile if quantile is None else quantile
+        return breadth >= self._base.breadth_q(b, qq) and regions >= self._base.regions_q(b, qq)
+
+    def _band_keys(self, s: dict) -> list[tuple]:
+        keys = [("me", s.get("model") or 0, s.get("endpoint") or 0)]
+        if s.get("user_agent"):
+            pre = (s.get("ip_prefixes") or [0])[0]
+            keys.append(("ua", s["user_agent"], pre))
+        for h in (s.get("skeletons") or [])[:2]:
+            keys.append(("sk", h))
+        return keys
+
+    def _compatible(self, g: _Group, s: dict, mh: np.ndarray) -> bool:
+        start = s["first_ts_ms"]
+        if start > g.last_start + self.max_gap_ms or start < g.first_start - self.max_gap_ms:
+            return False
+        if (s.get("model") or 0) != g.model or (s.get("endpoint") or 0) != g.endpoint:
+            return False
+        lr = _log_rate(s)
+        if lr is not None and g.n_members and abs(lr - g.rate) > self.rate_tol:
+            return False
+        tok = s.get("out_tokens_log")
+        if tok is not None and g.n_members and g.tok and abs(tok - g.tok) > self.tok_tol:
+            return False
+        if g.recent:
+            jac = np.mean([_jaccard(mh, r) for r in g.recent])
+            if jac > self.max_jaccard:
+                return False
+        return True
+
+    def _find_group(self, s: dict, mh: np.ndarray, alerted_only: bool = False) -> _Group | None:
+        best, seen = None, set()
+        for key in self._band_keys(s):
+            for gid in self._index.get(key, ()):
+                if gid in seen:
+                    continue
+                seen.add(gid)
+                g = self._groups.get(gid)
+                if g is None or (alerted_only and not g.alerted) \
+                        or not self._compatible(g, s, mh):
+                    continue
+                if best is None or (g.alerted, g.n_members) > (best.alerted, best.n_members):
+                    best = g
+        return best
+
+    def _open(self, s: dict, mh: np.ndarray) -> _Group:
+        gid = self._next_gid
+        self._next_gid += 1
+        keys = self._band_keys(s)
+        g = self._groups[gid] = _Group(gid, s, mh, keys)
+        for key in keys:
+            dq = self._index.get(key)
+            if dq is None:
+                dq = self._index[key] = deque(maxlen=self.max_open)
+            dq.append(gid)
+        while len(self._groups) > self.max_groups:
+            self._drop(self._oldest_droppable())
+        return g
+
+    def _oldest_droppable(self) -> int:
+        for gid, g in self._groups.items():
+            if not g.alerted:
+                return gid
+        return next(iter(self._groups))
+
+    def _drop(self, gid: int) -> None:
+        g = self._groups.pop(gid, None)
+        if g is None:
+            return
+        for a in g.members:
+            if self._member_of.get(a) == gid:
+                del self._member_of[a]
+        for key in g.keys:
+            dq = self._index.get(key)
+            if dq is not None:
+                try:
+                    dq.remove(gid)
+                except ValueError:
+                    pass
+                if not dq:
+                    del self._index[key]
+
+    def _expire(self) -> None:
+        """Forget unalerted groups nobody joined for twice the start gap (bounded work)."""
+        horizon = self._now - 2 * self.max_gap_ms
+        for _ in range(4):
+            if not self._groups:
+                return
+            gid, g = next(iter(self._groups.items()))
+            if g.alerted or g.last_ts >= horizon:
+                self._groups.move_to_end(gid)
+                return
+            self._drop(gid)
+
+    def _join(self, g: _Group, s: dict, mh: np.ndarray) -> None:
+        acct = s["account"]
+        k = g.n_members
+        lr, tok = _log_rate(s), s.get("out_tokens_log")
+        if lr is not None:
+            g.rate = (g.rate * k + lr) / (k + 1)
+        if tok is not None:
+            g.tok = (g.tok * k + tok) / (k + 1) if g.tok else tok
+        g.n_members += 1
+        if len(g.members) < self.max_listed:
+            g.members[acct] = (0, 0, 0, None, None)
+            self._member_of[acct] = g.gid
+        g.first_start = min(g.first_start, s["first_ts_ms"])
+        g.last_start = max(g.last_start, s["first_ts_ms"])
+        if s["first_ts_ms"] >= self._first_ts + self.new_after_ms:
+            g.new += 1
+        if s.get("user_agent"):
+            g.uas[s["user_agent"]] += 1
+        for p in (s.get("ip_prefixes") or [])[:1]:
+            g.prefixes[p] += 1
+        for h in s.get("skeletons") or []:
+            g.skels[h] += 1
+        for c in (g.uas, g.prefixes, g.skels):
+            if len(c) > 64:
+                for key, _ in c.most_common()[48:]:
+                    del c[key]
+        g.recent.append(mh.copy())
+        self._refresh(g, acct, s, mh)
+
+    def _refresh(self, g: _Group, acct: str, s: dict, mh: np.ndarray) -> None:
+        if acct in g.members:
+            g.members[acct] = (int(s["queries"]), int(s["distinct_cells"]),
+                               int(s.get("regions") or 0), _log_rate(s),
+                               s.get("out_tokens_log"))
+        np.minimum(g.union, mh, out=g.union)
+        g.last_ts = max(g.last_ts, int(s["ts_ms"]))
+        self._groups.move_to_end(g.gid)
+
+    def _typical_account(self, q: float) -> float:
+        """Distinct cells a typical account (population median breadth) reaches in ``q``."""
+        med = self._base.breadth_q(bucket_of(int(q)), 0.5)
+        return (0.5 if math.isnan(med) else max(med, 0.02)) * q
+
+    def _maybe_alert(self, g: _Group, s: dict, joined: bool) -> list[Alert]:
+        if g.n_members < self.min_members:
+            return []
+        names = self._consistent(g)
+        if len(names) < self.min_members:
+            return []
+        if g.alerted and not joined or (joined and s["account"] not in names):
+            return []
+        vals = [g.members[a] for a in names]
+        qs = np.array([v[0] for v in vals], dtype=float)
+        reach = sum(v[1] for v in vals)
+        union = max(minhash_distinct(g.union), max(v[1] for v in vals))
+        typical = sum(self._typical_account(q) for q in qs)
+        ratio = reach / max(typical, 1.0)
+        if not g.alerted and ratio < self.min_ratio:
+            return []
+        g.alerted = True
+        if g.lead not in names:
+            g.lead = names[0]            # fixed from the first alert on (stable alert_id)
+        names.remove(g.lead)
+        return [self._alert(g, s, union, reach, typical, ratio, qs, [g.lead] + names)]
+
+    def _consistent(self, g: _Group) -> list[str]:
+        """Members whose pace and output length sit near the group's medians (the lead
+        that opened the group is dropped if it turns out to be an outlier)."""
+        vals = list(g.members.values())
+        paces = [v[3] for v in vals if v[3] is not None]
+        toks = [v[4] for v in vals if v[4] is not None]
+        mp = float(np.median(paces)) if paces else None
+        mt = float(np.median(toks)) if toks else None
+        out = []
+        for a, v in g.members.items():
+            if mp is not None and v[3] is not None and abs(v[3] - mp) > self.rate_tol:
+                continue
+            if mt is not None and v[4] is not None and abs(v[4] - mt) > self.tok_tol:
+                continue
+            out.append(a)
+        if g.alerted and g.lead in g.members and g.lead not in out:
+            out.insert(0, g.lead)
+        return out
+
+    def _alert(self, g: _Group, s: dict, union: float, reach: float, typical: float,
+               ratio: float, qs: np.ndarray, members: list[str]) -> Alert:
+        k = len(members) + max(0, g.n_members - len(g.members))
+        listed = len(qs)
+        total = int(qs.sum()) if k == listed else int(qs.mean() * k)
+        span_h = (g.last_start - g.first_start) / HOUR_MS
+        shared = {"model_and_endpoint": 1.0}
+        for name, c in (("user_agent", g.uas), ("ip_prefix", g.prefixes),
+                        ("skeleton", g.skels)):
+            if c:
+                shared[name] = round(c.most_common(1)[0][1] / k, 3)
+        signals = ["complementary coverage", "similar volume and timing",
+                   "same model and endpoint"]
+        signals += [f"shared {n.replace('_', ' ')}" for n, v in shared.items()
+                    if n != "model_and_endpoint" and v >= 0.5]
+        new_share = g.new / k
+        if new_share >= 0.9:
+            signals.append("new accounts")
+        who = f"{k:,} {'new ' if new_share >= 0.9 else ''}accounts"
+        span = f"{span_h:.0f} h" if span_h >= 1 else f"{span_h * 60:.0f} min"
+        summary = (f"{who} started within {span} reached {union:,.0f} distinct cells together "
+                   f"in {total:,} queries (each {int(qs.min()):,}-{int(qs.max()):,}), "
+                   f"{ratio:.1f}x the {typical * k / listed:,.0f} cells {k:,} typical accounts "
+                   f"of that size reach, with little overlap between them; shared: "
+                   f"{', '.join(signals[2:])}")
+        evidence = {
+            "summary": summary, "member_count": k, "members_listed": len(members),
+            "union_distinct_cells": int(round(float(union))), "total_queries": total,
+            "member_distinct_cells_sum": int(round(reach)),
+            "typical_distinct_cells_sum": int(round(typical)),
+            "ratio": round(float(ratio), 2), "start_span_h": round(float(span_h), 2),
+            "first_start": g.first_start, "last_start": g.last_start,
+            "new_account_share": round(new_share, 3),
+            "queries_per_account": {"min": int(qs.min()), "median": round(float(np.median(qs)), 1),
+                                    "max": int(qs.max())},
+            "shared": shared, "signals": signals,
+        }
+        return Alert.new(tenant_id=g.lead, detector=self.detector, ts_ms=int(s["ts_ms"]),
+                         severity="critical" if k >= 10 else "warning", score=float(ratio),
+                         threshold=self.min_ratio, events_seen=total, evidence=evidence,
+                         episode=f"campaign@{g.opened}", related_tenants=members[1:])
