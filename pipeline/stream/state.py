@@ -4,7 +4,7 @@ Tenant state itself is checkpointed by the app into a Faust table (changelog-bac
 object decides when to restore a tenant from it and which re-delivered events to skip, so a
 restart never teaches the detector the same event twice. The population model is saved to
 the worker's data directory periodically (it is one object per worker, ~1 MiB, larger than
-a Kafka message): a crash loses at most ``every_s`` seconds of population learning, no
+a Kafka message): a crash loses at most ``every_s`` (5) seconds of population learning, no
 tenant state and no events.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ def version_tag(detector) -> int:
 
 
 class Checkpoints:
-    def __init__(self, detector, data_dir: str, every_s: float = 30.0):
+    def __init__(self, detector, data_dir: str, every_s: float = 5.0):
         self.detector = detector
         self.path = Path(data_dir) / "population.bin"
         self.every_s = every_s
