@@ -14,7 +14,7 @@ if ! bash infra/kafka.sh status --data var/kafka >/dev/null 2>&1; then
   bash infra/kafka.sh start --port "$PORT" --controller-port $((PORT + 1)) --data var/kafka
   started_kafka=1
 fi
-bash infra/kafka.sh topics --port "$PORT" api-logs:4 api-logs-dlq:1 alerts:1 coverwatch-events:4
+bash infra/kafka.sh topics --port "$PORT" api-logs:4 api-logs-dlq:1 alerts:1 coverwatch-events:4 coverwatch-summaries:1
 
 worker_pid=""
 cleanup() {

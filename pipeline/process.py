@@ -34,12 +34,28 @@ def make_embedder(name: str, dim: int):
     return get_embedder(name, dim=dim)
 
 
-class Processor:
-    """De-duplicates by event_id (bounded), fills missing embeddings in one batch, runs the detector."""
+def make_campaigns(enabled: bool = True, seed: int = 0):
+    """The campaign sketcher and stage (issue: coordinated campaigns), or (None, None)."""
+    if not enabled:
+        return None, None
+    from pipeline.campaigns import AccountSketcher, CampaignStage
+    return AccountSketcher(seed=seed), CampaignStage(seed=seed)
 
-    def __init__(self, detector: Detector, embedder=None, dedup_window: int = 200_000):
+
+class Processor:
+    """De-duplicates by event_id (bounded), fills missing embeddings in one batch, runs the
+    per-tenant detector and, when given, the campaign sketcher (per account) and stage (global).
+
+    In one process (replay, benchmarks) the stage runs here too; the worker passes
+    ``stage=None`` and forwards :meth:`drain_summaries` to its global campaign agent.
+    """
+
+    def __init__(self, detector: Detector, embedder=None, dedup_window: int = 200_000,
+                 sketcher=None, stage=None):
         self.detector = detector
         self.embedder = embedder
+        self.sketcher = sketcher
+        self.stage = stage
         self.dedup_window = dedup_window
         self._recent: OrderedDict[str, None] = OrderedDict()
         self.duplicates = 0
@@ -75,7 +91,15 @@ class Processor:
         self.embed(fresh)
         scored = self.detector.update_many(fresh)
         alerts = [a for s in scored for a in s.alerts]
+        if self.sketcher is not None:
+            self.sketcher.observe_batch(fresh, scored)
+            if self.stage is not None:
+                alerts += self.stage.update_many(self.sketcher.drain())
         return fresh, scored, alerts
+
+    def drain_summaries(self) -> list[dict]:
+        """Account summaries for a campaign stage running elsewhere (the worker's agent)."""
+        return self.sketcher.drain() if self.sketcher is not None else []
 
     def process_safely(self, events: Sequence[Event]):
         """:meth:`process`, but an event the detector fails on is set aside, not fatal.

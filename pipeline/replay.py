@@ -22,7 +22,7 @@ from pipeline.contracts.alerts import Alert
 from pipeline.adapters import native
 from pipeline.contracts.events import Event
 from pipeline.ingest import accept
-from pipeline.process import Processor, make_detector, make_embedder
+from pipeline.process import Processor, make_campaigns, make_detector, make_embedder
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import ClickHouseSink, token
 
@@ -70,8 +70,10 @@ def replay(paths, settings: Settings, *, clickhouse: bool = True, batch: int = 5
            processor: Processor | None = None, progress: bool = False) -> ReplayResult:
     t0 = time.perf_counter()
     events, rejected = read_events(paths, settings.embedding_dim, settings.adapter())
+    sketcher, stage = make_campaigns(settings.campaigns)
     proc = processor or Processor(make_detector(settings.detector),
-                                  make_embedder(settings.embedder, settings.embedding_dim))
+                                  make_embedder(settings.embedder, settings.embedding_dim),
+                                  sketcher=sketcher, stage=stage)
     sink = ClickHouseSink(settings.clickhouse_dsn, store_prompts=settings.store_prompts,
                           prompt_salt=settings.prompt_salt) if clickhouse else None
     result = ReplayResult(rejected=rejected)

@@ -48,6 +48,8 @@ class Settings:
     sink_within_s: float = 1.0
     retention_days: int = 30
     detector: str = "coverwatch"
+    campaigns: bool = True             # the coordinated-campaign stage
+    topic_summaries: str = "coverwatch-summaries"   # account summaries -> campaign stage
     input_format: str = "coverwatch"   # coverwatch | otel-genai | litellm | kong | bedrock
     fault_file: str = ""               # tests only: while this file exists, inserts fail
     adapter_options: str = ""          # JSON object, e.g. {"tenant_field": "user_api_key_team_id"}
@@ -80,6 +82,8 @@ class Settings:
             sink_batch=_int(env, "COVERWATCH_SINK_BATCH", d.sink_batch),
             retention_days=_int(env, "COVERWATCH_RETENTION_DAYS", d.retention_days),
             detector=env.get("COVERWATCH_DETECTOR", d.detector),
+            campaigns=env.get("COVERWATCH_CAMPAIGNS", "1") not in ("0", "false", "no"),
+            topic_summaries=env.get("TOPIC_SUMMARIES", d.topic_summaries),
             input_format=env.get("COVERWATCH_INPUT_FORMAT", d.input_format),
             adapter_options=env.get("COVERWATCH_ADAPTER_OPTIONS", ""),
             fault_file=env.get("COVERWATCH_FAULT_FILE", ""),

@@ -42,19 +42,22 @@ class WorkerProcess:
         self.settings = Settings(
             kafka_bootstrap=kafka.bootstrap, clickhouse_dsn=f"chdb://{tmp / 'clickhouse'}",
             topic_logs=f"logs-{uid}", topic_dlq=f"dlq-{uid}", topic_alerts=f"alerts-{uid}",
-            topic_events=f"events-{uid}", app_id=f"cw-{uid}", data_dir=str(tmp / "worker"),
+            topic_events=f"events-{uid}", topic_summaries=f"summaries-{uid}",
+            app_id=f"cw-{uid}", data_dir=str(tmp / "worker"),
             web_port=free_port(), sink_within_s=0.5, partitions=partitions)
         self.env = {**os.environ, **self._env(self.settings), **env}
         self.log = tmp / f"worker-{uid}.log"
         self.proc: subprocess.Popen | None = None
         kafka.create_topics({self.settings.topic_logs: partitions, self.settings.topic_dlq: 1,
-                             self.settings.topic_alerts: 1, self.settings.topic_events: partitions})
+                             self.settings.topic_alerts: 1, self.settings.topic_events: partitions,
+                             self.settings.topic_summaries: 1})
 
     @staticmethod
     def _env(s: Settings) -> dict:
         return {"KAFKA_BOOTSTRAP": s.kafka_bootstrap, "CLICKHOUSE_DSN": s.clickhouse_dsn,
                 "TOPIC_API_LOGS": s.topic_logs, "TOPIC_DLQ": s.topic_dlq,
                 "TOPIC_ALERTS": s.topic_alerts, "TOPIC_EVENTS": s.topic_events,
+                "TOPIC_SUMMARIES": s.topic_summaries,
                 "COVERWATCH_APP_ID": s.app_id, "COVERWATCH_DATA_DIR": s.data_dir,
                 "COVERWATCH_WEB_PORT": str(s.web_port), "TOPIC_PARTITIONS": str(s.partitions)}
 

@@ -25,7 +25,7 @@ import orjson
 
 from pipeline.contracts.events import ms_to_iso
 from pipeline.ingest import accept
-from pipeline.process import Processor, make_detector, make_embedder
+from pipeline.process import Processor, make_campaigns, make_detector, make_embedder
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import ClickHouseSink, token
 from pipeline.stream.codec import decode_batch, encode_batch, partition_for
@@ -128,12 +128,24 @@ def create_app(settings: Settings) -> faust.App:
     events = app.topic(s.topic_events, value_type=bytes, key_type=bytes,
                        partitions=s.partitions, internal=True,
                        config={"max.message.bytes": str(INTERNAL_MAX_BYTES)})
+    # One partition: the campaign stage must see every account's summary (few per account).
+    summaries = app.topic(s.topic_summaries, value_type=bytes, key_type=bytes, partitions=1,
+                          internal=True)
     state = app.Table("tenant-state", default=None, partitions=s.partitions,
                       use_partitioner=True, key_type=bytes, value_type=bytes)
 
     metrics = Metrics()
-    processor = Processor(make_detector(s.detector), make_embedder(s.embedder, s.embedding_dim))
-    checkpoints = Checkpoints(processor.detector, s.data_dir)
+    sketcher, stage = make_campaigns(s.campaigns)
+    detector = make_detector(s.detector)
+    processor = Processor(detector, make_embedder(s.embedder, s.embedding_dim),
+                          sketcher=sketcher)  # the stage runs in its own agent below
+    global_parts = {}
+    if hasattr(detector, "dump_population"):
+        global_parts["population.bin"] = (detector, "dump_population", "load_population")
+    if stage is not None:
+        global_parts["campaigns.bin"] = (stage, "dump", "load")
+    checkpoints = Checkpoints([p for p in (detector, sketcher) if p is not None], s.data_dir,
+                              global_parts)
     sink = ClickHouseSink(s.clickhouse_dsn, store_prompts=s.store_prompts,
                           prompt_salt=s.prompt_salt, fault_file=s.fault_file)
     # One thread owns ClickHouse (the embedded engine is not shared across threads);
@@ -220,7 +232,27 @@ def create_app(settings: Settings) -> faust.App:
             metrics.duplicates = processor.duplicates
             metrics.tenants = checkpoints.tenants
             metrics.batch_seconds = time.perf_counter() - t0
-            checkpoints.maybe_save_population()
+            for summary in processor.drain_summaries():
+                await summaries.send(key=summary["account"].encode(), value=orjson.dumps(summary))
+            await loop.run_in_executor(cpu_thread, checkpoints.maybe_save_globals)
+
+    @app.agent(summaries)
+    async def campaigns(stream):
+        """The global stage: one low-volume partition of account summaries, all accounts."""
+        loop = asyncio.get_running_loop()
+        async for batch in stream.take_events(1_000, within=1.0):
+            found = [] if stage is None else await loop.run_in_executor(
+                cpu_thread, stage.update_many, [orjson.loads(ev.value) for ev in batch])
+            for a in found:
+                a.stamped()
+            if found:
+                dedup = token(s.topic_summaries, *offset_ranges(batch))
+                await loop.run_in_executor(db_thread, sink.write, [], [], found, dedup)
+            for a in found:
+                metrics.alerts[a.severity] += 1
+                await alerts_topic.send(key=a.tenant_id.encode(), value=orjson.dumps(a.to_dict()))
+            # saved on the detector thread: nothing mutates the models while they are pickled
+            await loop.run_in_executor(cpu_thread, checkpoints.maybe_save_globals)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):

@@ -1,11 +1,13 @@
-"""Which tenants' detector state is live in this worker, and up to which source offset.
+"""Which tenants' state is live in this worker, up to which source position, and saving it.
 
-Tenant state itself is checkpointed by the app into a Faust table (changelog-backed); this
-object decides when to restore a tenant from it and which re-delivered events to skip, so a
-restart never teaches the detector the same event twice. The population model is saved to
-the worker's data directory periodically (it is one object per worker, ~1 MiB, larger than
-a Kafka message): a crash loses at most ``every_s`` (5) seconds of population learning, no
-tenant state and no events.
+Per-tenant state (the detector's and the campaign sketcher's) is checkpointed by the app
+into a Faust table (changelog-backed) after every batch; this object decides when to
+restore a tenant from it and which re-delivered events to skip, so a restart never teaches
+the detector the same event twice. Global models (the detector's population, the campaign
+stage) are one object per worker, larger than a Kafka message, and are saved to the
+worker's data directory every ``every_s`` seconds: a crash loses at most that much of
+their learning, no tenant state and no events. Every checkpoint carries a tag of the
+detector version; one written by another version is discarded (the tenant starts fresh).
 """
 from __future__ import annotations
 
@@ -20,30 +22,49 @@ from typing import Iterable
 from pipeline.detect import DETECTOR_VERSION
 
 log = logging.getLogger(__name__)
-_HEADER = struct.Struct(">qI")   # learned-up-to position, detector state version tag
+_HEADER = struct.Struct(">qI")   # learned-up-to position, state version tag
+_LEN = struct.Struct(">I")
 
 
-def version_tag(detector) -> int:
-    return zlib.crc32(f"{type(detector).__name__}/{DETECTOR_VERSION}".encode())
+def version_tag(*parts) -> int:
+    names = "/".join(type(p).__name__ for p in parts)
+    return zlib.crc32(f"{names}/{DETECTOR_VERSION}".encode())
+
+
+class GlobalCheckpoint:
+    """One global model saved to a file: ``dump``/``load`` method names given by the caller."""
+
+    def __init__(self, obj, path: Path, tag: int, dump: str, load: str):
+        self.obj, self.path, self.tag = obj, path, tag
+        self.dump, self.load = getattr(obj, dump), getattr(obj, load)
+        if path.exists():
+            data = path.read_bytes()
+            if data[:4] == _LEN.pack(tag):
+                self.load(data[4:])
+                log.info("restored %s from %s", type(obj).__name__, path)
+            else:
+                log.warning("%s is from another detector version; starting fresh", path)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_bytes(_LEN.pack(self.tag) + self.dump())
+        os.replace(tmp, self.path)
 
 
 class Checkpoints:
-    def __init__(self, detector, data_dir: str, every_s: float = 5.0):
-        self.detector = detector
-        self.path = Path(data_dir) / "population.bin"
+    def __init__(self, tenant_parts: list, data_dir: str, global_parts: dict | None = None,
+                 every_s: float = 5.0):
+        """``tenant_parts``: objects with dump_tenant/load_tenant; ``global_parts``: file
+        name -> (object, dump method name, load method name)."""
+        self.parts = tenant_parts
         self.every_s = every_s
-        self._last: dict[str, int] = {}           # tenant -> last learned offset
+        self.tag = version_tag(*tenant_parts)
+        self.globals = [GlobalCheckpoint(obj, Path(data_dir) / name, self.tag, dump, load)
+                        for name, (obj, dump, load) in (global_parts or {}).items()]
+        self._last: dict[str, int] = {}           # tenant -> last learned position
         self._partition: dict[str, int] = {}      # tenant -> events-topic partition
         self._saved_at = time.monotonic()
-        self.tag = version_tag(detector)
-        if self.path.exists() and hasattr(detector, "load_population"):
-            data = self.path.read_bytes()
-            if data[:4] == struct.pack(">I", self.tag):
-                detector.load_population(data[4:])
-                log.info("population model restored from %s", self.path)
-            else:
-                log.warning("population checkpoint %s is from another detector version; "
-                            "starting a fresh population", self.path)
 
     @property
     def tenants(self) -> int:
@@ -53,9 +74,11 @@ class Checkpoints:
         return tenant in self._last
 
     def encode(self, tenant: str, position: int) -> bytes | None:
-        """The table value for a tenant: its position, the state version, its state."""
-        blob = self.detector.dump_tenant(tenant)
-        return None if blob is None else _HEADER.pack(position, self.tag) + blob
+        """The table value for a tenant: its position, the version tag, each part's state."""
+        blobs = [p.dump_tenant(tenant) or b"" for p in self.parts]
+        if not any(blobs):
+            return None
+        return _HEADER.pack(position, self.tag) + b"".join(_LEN.pack(len(b)) + b for b in blobs)
 
     def restore(self, tenant: str, stored: bytes | None) -> None:
         """Load a tenant from its table value; state of another version is dropped."""
@@ -63,11 +86,15 @@ class Checkpoints:
         if stored:
             position, tag = _HEADER.unpack_from(stored)
             if tag != self.tag:
-                log.warning("tenant %r: checkpoint from another detector version, starting "
-                            "fresh", tenant)
+                log.warning("tenant %r: checkpoint from another version, starting fresh", tenant)
             else:
                 try:
-                    self.detector.load_tenant(tenant, stored[_HEADER.size:])
+                    at = _HEADER.size
+                    for part in self.parts:
+                        (n,) = _LEN.unpack_from(stored, at)
+                        if n:
+                            part.load_tenant(tenant, stored[at + 4:at + 4 + n])
+                        at += 4 + n
                 except Exception:  # noqa: BLE001 - a bad checkpoint must not stop the worker
                     log.exception("tenant %r: unreadable checkpoint, starting fresh", tenant)
         self._last[tenant] = position
@@ -90,13 +117,9 @@ class Checkpoints:
             self._last.pop(tenant, None)
             self._partition.pop(tenant, None)
 
-    def maybe_save_population(self, force: bool = False) -> None:
-        if not hasattr(self.detector, "dump_population"):
-            return
+    def maybe_save_globals(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._saved_at < self.every_s:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(struct.pack(">I", self.tag) + self.detector.dump_population())
-        os.replace(tmp, self.path)
+        for g in self.globals:
+            g.save()
         self._saved_at = time.monotonic()
