@@ -121,7 +121,7 @@ class _Group:
 
     __slots__ = ("gid", "lead", "members", "first_start", "last_start", "last_ts", "union",
                  "recent", "rate", "tok", "model", "endpoint", "uas", "prefixes", "skels",
-                 "new", "alerted", "keys", "n_members", "opened")
+                 "new", "alerted", "keys", "n_members", "opened", "names", "med")
 
     def __init__(self, gid: int, s: dict, mh: np.ndarray, keys: list):
         self.gid = gid
@@ -131,7 +131,7 @@ class _Group:
         self.first_start = self.last_start = self.opened = s["first_ts_ms"]
         self.last_ts = s["ts_ms"]
         self.union = mh.copy()
-        self.recent: deque = deque(maxlen=8)
+        self.recent = np.zeros((0, len(mh)), np.uint32)   # last 8 members' MinHashes
         self.rate = self.tok = 0.0
         self.model, self.endpoint = s.get("model") or 0, s.get("endpoint") or 0
         self.uas: Counter = Counter()
@@ -141,6 +141,8 @@ class _Group:
         self.alerted = False
         self.keys = keys
         self.n_members = 0
+        self.names: list[str] = []          # members consistent with the group profile
+        self.med: tuple = (None, None)      # group median pace and output length
 
 
 def _log_rate(s: dict) -> float | None:
@@ -349,10 +351,8 @@ class CampaignStage:
         tok = s.get("out_tokens_log")
         if tok is not None and g.n_members and g.tok and abs(tok - g.tok) > self.tok_tol:
             return False
-        if g.recent:
-            jac = np.mean([_jaccard(mh, r) for r in g.recent])
-            if jac > self.max_jaccard:
-                return False
+        if len(g.recent) and float(np.mean(g.recent == mh)) > self.max_jaccard:
+            return False
         return True
 
     def _find_group(self, s: dict, mh: np.ndarray, alerted_only: bool = False) -> _Group | None:
@@ -445,7 +445,7 @@ class CampaignStage:
             if len(c) > 64:
                 for key, _ in c.most_common()[48:]:
                     del c[key]
-        g.recent.append(mh.copy())
+        g.recent = np.vstack([g.recent[-7:], mh[None, :]])
         self._refresh(g, acct, s, mh)
 
     def _refresh(self, g: _Group, acct: str, s: dict, mh: np.ndarray) -> None:
@@ -462,52 +462,69 @@ class CampaignStage:
         med = self._base.breadth_q(bucket_of(int(q)), 0.5)
         return (0.5 if math.isnan(med) else max(med, 0.02)) * q
 
+    def _typical_sum(self, qs: np.ndarray) -> float:
+        """Distinct cells as many typical accounts of these query counts reach in all."""
+        med: dict[int, float] = {}
+        total = 0.0
+        for q in qs.tolist():
+            b = bucket_of(int(q))
+            m = med.get(b)
+            if m is None:
+                m = med[b] = self._typical_account(50 * 2 ** b) / (50 * 2 ** b)
+            total += m * q
+        return total
+
     def _maybe_alert(self, g: _Group, s: dict, joined: bool) -> list[Alert]:
-        if g.n_members < self.min_members:
+        if g.n_members < self.min_members or (g.alerted and not joined):
             return []
-        names = self._consistent(g)
-        if len(names) < self.min_members:
+        acct = s["account"]
+        if not g.alerted or g.n_members <= 64 or g.n_members % 64 == 0:
+            self._consistent(g)              # full pass (O(members)): small or every 64 joins
+        elif acct in g.members and acct not in g.names[-1:] and self._fits(g, g.members[acct]):
+            g.names.append(acct)
+        names = g.names
+        if len(names) < self.min_members or (joined and acct not in names):
             return []
-        if g.alerted and not joined or (joined and s["account"] not in names):
-            return []
-        vals = [g.members[a] for a in names]
+        sample = names if len(names) <= 1000 else names[:500] + names[-500:]
+        vals = [g.members[a] for a in sample]
         qs = np.array([v[0] for v in vals], dtype=float)
-        reach = sum(v[1] for v in vals)
+        scale = len(names) / len(sample)
+        reach = scale * sum(v[1] for v in vals)
         union = max(minhash_distinct(g.union), max(v[1] for v in vals))
-        typical = sum(self._typical_account(q) for q in qs)
+        typical = scale * self._typical_sum(qs)
         ratio = reach / max(typical, 1.0)
         if not g.alerted and ratio < self.min_ratio:
             return []
         g.alerted = True
-        if g.lead not in names:
-            g.lead = names[0]            # fixed from the first alert on (stable alert_id)
-        names.remove(g.lead)
-        return [self._alert(g, s, union, reach, typical, ratio, qs, [g.lead] + names)]
+        if g.lead not in g.members:
+            g.lead = names[0]
+        if names[0] != g.lead:               # the lead is fixed from the first alert on
+            if g.lead in names:
+                names.remove(g.lead)
+            names.insert(0, g.lead)
+        return [self._alert(g, s, union, reach, typical, ratio, qs, list(names))]
 
-    def _consistent(self, g: _Group) -> list[str]:
-        """Members whose pace and output length sit near the group's medians (the lead
-        that opened the group is dropped if it turns out to be an outlier)."""
+    def _fits(self, g: _Group, v: tuple) -> bool:
+        mp, mt = g.med
+        if mp is not None and v[3] is not None and abs(v[3] - mp) > self.rate_tol:
+            return False
+        return not (mt is not None and v[4] is not None and abs(v[4] - mt) > self.tok_tol)
+
+    def _consistent(self, g: _Group) -> None:
+        """Members whose pace and output length sit near the group's medians (a lead that
+        opened the group but turns out to be an outlier is not named)."""
         vals = list(g.members.values())
         paces = [v[3] for v in vals if v[3] is not None]
         toks = [v[4] for v in vals if v[4] is not None]
-        mp = float(np.median(paces)) if paces else None
-        mt = float(np.median(toks)) if toks else None
-        out = []
-        for a, v in g.members.items():
-            if mp is not None and v[3] is not None and abs(v[3] - mp) > self.rate_tol:
-                continue
-            if mt is not None and v[4] is not None and abs(v[4] - mt) > self.tok_tol:
-                continue
-            out.append(a)
-        if g.alerted and g.lead in g.members and g.lead not in out:
-            out.insert(0, g.lead)
-        return out
+        g.med = (float(np.median(paces)) if paces else None,
+                 float(np.median(toks)) if toks else None)
+        g.names = [a for a, v in g.members.items() if self._fits(g, v)]
 
     def _alert(self, g: _Group, s: dict, union: float, reach: float, typical: float,
                ratio: float, qs: np.ndarray, members: list[str]) -> Alert:
         k = len(members) + max(0, g.n_members - len(g.members))
-        listed = len(qs)
-        total = int(qs.sum()) if k == listed else int(qs.mean() * k)
+        listed = len(members)
+        total = int(qs.mean() * k) if len(qs) != k else int(qs.sum())
         span_h = (g.last_start - g.first_start) / HOUR_MS
         shared = {"model_and_endpoint": 1.0}
         for name, c in (("user_agent", g.uas), ("ip_prefix", g.prefixes),
