@@ -40,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small traffic, a few minutes")
     parser.add_argument("--out", default="bench/results/detect.json")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--modes", default="provided,text", help="comma list: provided,text")
+    parser.add_argument("--modes", default="provided,text,metadata",
+                        help="comma list: provided (MiniLM vectors in events), text (prompt "
+                             "only), metadata (neither: gateways that do not log prompts)")
     parser.add_argument("--detectors", default="coverwatch,volume,prada,coverage,mmd")
 
 
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     result: dict = {"split": "report", "seed": args.seed, "quick": bool(args.quick),
                     "target_fpr_calib": TARGET_FPR, "modes": {}}
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-        report = generate("report", seed=args.seed, mode=mode, **sizes["report"])
+        report = traffic_for("report", mode, args.seed, sizes["report"])
         if report.stand_in:
             print("warning: prompt corpus not found; benchmarking on the synthetic stand-in "
                   "(numbers say nothing about real traffic)", file=sys.stderr)
@@ -60,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
         result["stand_in"] = report.stand_in
         embedder = get_text_embedder() if mode == "text" else None
         t0 = time.monotonic()
-        dets = calibrate_detectors(names, mode, args.seed, sizes["calib"], embedder)
+        # Without prompts or vectors, only detectors that need neither can run.
+        mode_names = [n for n in names if mode != "metadata" or n in METADATA_DETECTORS]
+        dets = calibrate_detectors(mode_names, mode, args.seed, sizes["calib"], embedder)
         calib_s = time.monotonic() - t0
         first, cost = drive(report, dets, embedder, label=f"{mode}")
         result["modes"][mode] = {
@@ -123,7 +127,7 @@ def make_coverwatch(calib_events: list[Event] | None = None):
 
 def calibrate_detectors(names: list[str], mode: str, seed: int, sizes: dict,
                         embedder) -> dict:
-    calib = generate("calib", seed=seed, mode=mode, **sizes)
+    calib = traffic_for("calib", mode, seed, sizes)
     benign = {t for t, lab in calib.labels.items() if not lab["is_attack"]}
     events = [e for e in events_for(calib, embedder) if e.tenant_id in benign]
     dets = {}
@@ -140,33 +144,19 @@ def calibrate_detectors(names: list[str], mode: str, seed: int, sizes: dict,
 
 # ---- text embedding, as the worker does it ---------------------------------------------------
 
-class _FallbackHashingEmbedder:
-    """Word and character-trigram feature hashing to 384-d, used only until
-    ``pipeline.embed.get_embedder`` exists."""
-
-    dim = 384
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        import zlib
-        out = np.zeros((len(texts), self.dim), np.float32)
-        for i, t in enumerate(texts):
-            t = t.lower()
-            feats = t.split() + [t[j:j + 3] for j in range(0, max(len(t) - 2, 0))]
-            for f in feats:
-                h = zlib.crc32(f.encode())
-                out[i, h % self.dim] += 1.0 if (h >> 16) & 1 else -1.0
-        n = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(n, 1e-9)
+METADATA_DETECTORS = ("coverwatch", "volume")
 
 
 def get_text_embedder():
-    try:
-        from pipeline.embed import get_embedder
-        return get_embedder("hashing")
-    except ImportError as exc:
-        print(f"warning: pipeline.embed.get_embedder unavailable ({exc}); using a fallback "
-              "hashing embedder", file=sys.stderr)
-        return _FallbackHashingEmbedder()
+    from pipeline.embed import get_embedder
+    return get_embedder("hashing")
+
+
+def traffic_for(split: str, mode: str, seed: int, sizes: dict) -> Traffic:
+    """Traffic of one mode; ``metadata`` is the text traffic with prompts removed."""
+    traffic = generate(split, seed=seed, mode="text" if mode == "metadata" else mode, **sizes)
+    traffic.metadata_only = mode == "metadata"
+    return traffic
 
 
 _EMBED_COST = [0.0]
@@ -175,7 +165,10 @@ _EMBED_COST = [0.0]
 def events_for(traffic: Traffic, embedder) -> Iterator[Event]:
     """Validated events in time order; prompt-only events embedded in batches first."""
     batch: list[Event] = []
+    strip = getattr(traffic, "metadata_only", False)
     for ev in traffic.iter_parsed():
+        if strip:
+            ev.prompt = None
         batch.append(ev)
         if len(batch) == EMBED_BATCH:
             yield from _embed_batch(batch, embedder)
