@@ -136,17 +136,19 @@ def run_tenant(args) -> int:
 
 
 def plot_coverage(tenant: str, curve, band, out: str) -> None:
-    """The tenant's distinct-regions-vs-queries curve over the population's p50-p99 band."""
+    """The tenant's distinct-regions-vs-queries curve over the population's band
+    (interquartile range shaded, median and p90 drawn)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
     if band:
-        n, p50, p90, p99 = ([r[i] for r in band] for i in range(4))
-        ax.fill_between(n, 0, p90, color="tab:blue", alpha=0.15, label="population <= p90")
+        n, p25, p50, p75, p90 = ([r[i] for r in band] for i in range(5))
+        ax.fill_between(n, p25, p75, color="tab:blue", alpha=0.2,
+                        label="population, middle 50% of tenants")
         ax.plot(n, p50, color="tab:blue", lw=1, label="population median")
-        ax.plot(n, p99, color="tab:blue", lw=1, ls="--", label="population p99")
+        ax.plot(n, p90, color="tab:blue", lw=1, ls="--", label="population p90")
     ax.plot([r[0] for r in curve], [r[1] for r in curve], color="tab:red", lw=2, label=tenant)
     ax.set_xlabel("queries sent")
     ax.set_ylabel("distinct embedding regions reached")

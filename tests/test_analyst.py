@@ -10,6 +10,7 @@ import pytest
 from pipeline.analyst import doc_queries, plot_coverage, run_query
 from pipeline.replay import replay
 from pipeline.settings import Settings
+from pipeline.simulate.corpus import corpus_available
 from pipeline.simulate.traffic import generate
 
 
@@ -84,3 +85,16 @@ def test_query_is_read_only(replayed):
         run_query(settings, "DROP TABLE coverwatch.events")
     with pytest.raises(SystemExit):
         run_query(settings, "SELECT 1; DROP TABLE coverwatch.events")
+
+
+@pytest.mark.corpus
+@pytest.mark.skipif(not corpus_available(), reason="ranking quality needs the real prompts")
+def test_top_names_the_attackers_first(replayed):
+    from pipeline.analyst import TOP_SQL
+    settings, first, _, labels = replayed
+    columns, rows = run_query(settings, TOP_SQL, {"hours": 48, "limit": 20})
+    ranked = [r[columns.index("tenant_id")] for r in rows]
+    assert ranked, "no tenant alerted"
+    attackers = [t for t in ranked if labels[t]["is_attack"]]
+    assert attackers and ranked[:len(attackers)] == attackers, [
+        (t, labels[t]["family"]) for t in ranked]
