@@ -195,7 +195,14 @@ class ClickHouseSink:
                            ALERT_COLUMNS, f"{dedup}:a", max_wait_s=max_wait_s)
 
     def query(self, sql: str, parameters: dict | None = None, *, readonly: bool = True):
-        """Run one read-only query; returns (column_names, rows)."""
+        """Run one read-only query; returns (column_names, rows).
+
+        One statement only: a multi-statement string is refused before it reaches the engine
+        (the embedded engine would run the statements one by one in its session).
+        """
+        sql = sql.strip().rstrip(";").strip()
+        if ";" in sql:
+            raise ValueError("one SQL statement per query (found ';')")
         settings = {"readonly": 1} if readonly else {}
         r = self.client.query(sql, parameters=parameters, settings=settings)
         return list(r.column_names), [list(row) for row in r.result_rows]
