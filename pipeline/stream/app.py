@@ -84,6 +84,21 @@ def dlq_record(raw: bytes, reason: str, detail: str, topic: str, partition: int,
     return orjson.dumps(record)
 
 
+def consumer_lag(app, topics: set[str]) -> dict[str, int]:
+    """Messages behind the high watermark, per input topic, on this worker's partitions."""
+    lag: dict[str, int] = {}
+    try:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic in topics:
+                read = consumer._read_offset.get(tp)
+                behind = max(0, consumer.highwater(tp) - (read + 1 if read is not None else 0))
+                lag[tp.topic] = lag.get(tp.topic, 0) + behind
+    except Exception:  # noqa: BLE001 - metrics must never break the page
+        pass
+    return lag
+
+
 def broker_credentials(s: Settings):
     if s.kafka_security_protocol == "PLAINTEXT":
         return None
@@ -265,6 +280,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.page("/metrics")
     async def metrics_page(web, request):
         metrics.sink_behind_s = sink.behind_s
+        metrics.lag = consumer_lag(app, {s.topic_logs, s.topic_events})
         return web.text(metrics.prometheus(), content_type="text/plain; version=0.0.4")
 
     async def run_query(web, request, body: dict):

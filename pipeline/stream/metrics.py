@@ -16,6 +16,7 @@ class Metrics:
     sink_behind_s: float = 0.0
     batch_seconds: float = 0.0
     alerts: Counter = field(default_factory=Counter)
+    lag: dict = field(default_factory=dict)
 
     def prometheus(self) -> str:
         lines = [
@@ -33,6 +34,8 @@ class Metrics:
             f"coverwatch_sink_behind_seconds {self.sink_behind_s:.3f}",
             "# TYPE coverwatch_batch_seconds gauge",
             f"coverwatch_batch_seconds {self.batch_seconds:.4f}",
+            "# TYPE coverwatch_consumer_lag gauge",
+            *(f'coverwatch_consumer_lag{{topic="{t}"}} {n}' for t, n in sorted(self.lag.items())),
             "# TYPE coverwatch_alerts_total counter",
         ]
         for sev in ("warning", "critical"):
