@@ -11,6 +11,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 
 from pipeline.settings import Settings
@@ -111,6 +112,29 @@ class WorkerProcess:
 
     def tail(self, n: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+def query(worker: WorkerProcess, sql: str, timeout: float = 60) -> list[list]:
+    """Rows of a read-only query through the worker's /query endpoint."""
+    req = urllib.request.Request(f"http://127.0.0.1:{worker.settings.web_port}/query",
+                                 data=orjson.dumps({"sql": sql}),
+                                 headers={"Content-Type": "application/json"})
+    return orjson.loads(urllib.request.urlopen(req, timeout=timeout).read())["rows"]
+
+
+def consume_all(settings: Settings, topic: str, expect: int, timeout: float = 60) -> list[dict]:
+    """Decoded messages of ``topic`` from the beginning, until ``expect`` or the timeout."""
+    from kafka import KafkaConsumer
+
+    from pipeline.kafka_io import client_config
+    c = KafkaConsumer(topic, **client_config(settings), auto_offset_reset="earliest",
+                      group_id=None, consumer_timeout_ms=2000)
+    out, deadline = [], time.monotonic() + timeout
+    while len(out) < expect and time.monotonic() < deadline:
+        for batch in c.poll(timeout_ms=1000).values():
+            out += [orjson.loads(m.value) for m in batch]
+    c.close()
+    return out
 
 
 @pytest.fixture

@@ -6,35 +6,18 @@ and records the adapter cannot map must reach the DLQ with reason ``adapter``.
 """
 from __future__ import annotations
 
-import time
-import urllib.request
 
 import orjson
 import pytest
-from kafka import KafkaConsumer
 
-from pipeline.kafka_io import client_config, produce_lines
+from pipeline.kafka_io import produce_lines
+
+from tests.conftest import consume_all, query
 
 pytestmark = pytest.mark.integration
 T0_NS = 1772366400 * 10**9  # 2026-03-01T12:00:00Z
 
 
-def query(worker, sql: str):
-    req = urllib.request.Request(f"http://127.0.0.1:{worker.settings.web_port}/query",
-                                 data=orjson.dumps({"sql": sql}),
-                                 headers={"Content-Type": "application/json"})
-    return orjson.loads(urllib.request.urlopen(req, timeout=30).read())["rows"]
-
-
-def consume_all(settings, topic: str, expect: int, timeout: float = 60) -> list[dict]:
-    c = KafkaConsumer(topic, **client_config(settings), auto_offset_reset="earliest",
-                      group_id=None, consumer_timeout_ms=2000)
-    out, deadline = [], time.monotonic() + timeout
-    while len(out) < expect and time.monotonic() < deadline:
-        for batch in c.poll(timeout_ms=1000).values():
-            out += [orjson.loads(m.value) for m in batch]
-    c.close()
-    return out
 
 
 def attr(key: str, value) -> dict:

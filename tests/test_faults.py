@@ -8,12 +8,10 @@ the very same stream: the worker must alert on every tenant the offline run aler
 from __future__ import annotations
 
 import gzip
-import os
 import random
 import signal
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import orjson
@@ -23,6 +21,8 @@ from pipeline.kafka_io import producer, tenant_key
 from pipeline.replay import replay
 from pipeline.settings import Settings
 from pipeline.simulate.traffic import generate
+
+from tests.conftest import consume_all, query
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "faults.json"
@@ -81,13 +81,6 @@ def paced_produce(settings: Settings, msgs: list[bytes], seconds: float,
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t
-
-
-def query(w, sql: str, timeout: float = 60):
-    req = urllib.request.Request(f"http://127.0.0.1:{w.settings.web_port}/query",
-                                 data=orjson.dumps({"sql": sql}),
-                                 headers={"Content-Type": "application/json"})
-    return orjson.loads(urllib.request.urlopen(req, timeout=timeout).read())["rows"]
 
 
 def counts(w) -> dict:
@@ -293,7 +286,6 @@ def test_hostile_input(fault_kafka, tmp_path):
         dlq_reasons = w.metrics()
     finally:
         w.stop(signal.SIGKILL)
-    from tests.test_end_to_end import consume_all
     dlq = consume_all(w.settings, w.settings.topic_dlq, len(bad), timeout=120)
     record("hostile_input", len(msgs), c, {}, malformed=len(bad), dead_lettered=len(dlq),
            max_rss_mb=rss)

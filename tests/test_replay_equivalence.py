@@ -10,7 +10,7 @@ from pipeline.kafka_io import produce_lines
 from pipeline.replay import replay
 from pipeline.settings import Settings
 from pipeline.simulate.traffic import generate
-from tests.test_end_to_end import consume_all
+from tests.conftest import consume_all
 
 pytestmark = pytest.mark.integration
 
