@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 
 import orjson
 import pytest
@@ -62,3 +64,20 @@ def test_worker_end_to_end_with_restart(worker_factory):
     assert query(w, "SELECT count(), uniqExact(event_id) FROM coverwatch.events") == [
         [n_good, n_good]]
     assert query(w, "SELECT count() FROM coverwatch.alerts") == [[1]]
+
+
+def test_query_endpoint_requires_the_configured_token(worker_factory):
+    w = worker_factory(COVERWATCH_DETECTOR="burst", COVERWATCH_EMBEDDER="none",
+                       COVERWATCH_QUERY_TOKEN="s3cret").start()
+    url = f"http://127.0.0.1:{w.settings.web_port}/query"
+    body = orjson.dumps({"sql": "SELECT 1"})
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30)
+    assert exc.value.code == 401
+    ok = urllib.request.Request(url, data=body, headers={"Authorization": "Bearer s3cret"})
+    assert orjson.loads(urllib.request.urlopen(ok, timeout=30).read())["rows"] == [[1]]
+    drop = urllib.request.Request(url, data=orjson.dumps({"sql": "DROP TABLE coverwatch.events"}),
+                                  headers={"Authorization": "Bearer s3cret"})
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(drop, timeout=30)
+    assert exc.value.code == 400 and b"readonly" in exc.value.read().lower()
