@@ -53,6 +53,8 @@ from typing import Sequence
 
 import numpy as np
 
+from pipeline.detect.features import set_bit
+
 SUMMARY_VERSION = 1
 BITMAP_BITS = 1024
 EXACT_BITS = 2048
@@ -146,13 +148,6 @@ class _Acct:
         for k, v in zip(self.__slots__, state):
             setattr(self, k, v)
 
-
-def _test_set(bm: bytearray, i: int) -> bool:
-    byte, bit = i >> 3, 1 << (i & 7)
-    if bm[byte] & bit:
-        return False
-    bm[byte] |= bit
-    return True
 
 
 def _popcount(bm: bytearray) -> int:
@@ -283,18 +278,18 @@ class AccountSketcher:
             a.nv += 1
             np.minimum(a.minhash, mh_row, out=a.minhash)
             h = _mix64(cell)
-            _test_set(a.bitmap, h % BITMAP_BITS)
+            set_bit(a.bitmap, h % BITMAP_BITS)
             a.regions |= 1 << ((cell - 1) & 63)
         prompt = e.prompt
         if prompt:
             a.npr += 1
-            if not _test_set(a.seen, text_hash(prompt) % EXACT_BITS):
+            if not set_bit(a.seen, text_hash(prompt) % EXACT_BITS):
                 a.ex_rep += 1
             else:
                 head, tail = skeleton_hashes(prompt)
                 rep = 0
                 for sk in (head, tail):
-                    if sk and not _test_set(a.seen_sk, (sk * 2654435761) % SKEL_BITS):
+                    if sk and not set_bit(a.seen_sk, (sk * 2654435761) % SKEL_BITS):
                         rep = sk
                 if rep:
                     a.sk_rep += 1

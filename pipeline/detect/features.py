@@ -102,7 +102,7 @@ class TenantState:
     last_fired: str = ""
 
 
-def _test_set(bm: bytearray, i: int) -> bool:
+def set_bit(bm: bytearray, i: int) -> bool:
     """Set bit ``i``; return True when it was not set before."""
     byte, bit = i >> 3, 1 << (i & 7)
     if bm[byte] & bit:
@@ -145,9 +145,9 @@ def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
         s.w_v += 1
         c12 = code & 0xFFF
         cell = c12 + 1
-        if _test_set(s.seen8, code & 0xFF):
+        if set_bit(s.seen8, code & 0xFF):
             s.w_nov8 += 1
-        novel = _test_set(s.seen12, c12)
+        novel = set_bit(s.seen12, c12)
         if novel:
             s.w_nov12 += 1
             s.distinct12 += 1
@@ -168,19 +168,19 @@ def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
             elif h < mh[-1]:
                 mh[-1] = h
                 mh.sort()
-        if _test_set(s.w_cells, code & 0xFF):
+        if set_bit(s.w_cells, code & 0xFF):
             s.w_spread += 1
-            if _test_set(s.w_cells, 256 + (code & 0x3F)):
+            if set_bit(s.w_cells, 256 + (code & 0x3F)):
                 s.w_spread6 += 1
     if prompt:
         s.npr += 1
         s.w_p += 1
         if is_cot(prompt):
             s.w_cot += 1
-        new = _test_set(s.ex_seen, exact_hash(prompt) & 0x1FFF)
+        new = set_bit(s.ex_seen, exact_hash(prompt) & 0x1FFF)
         head, tail = skeletons(prompt)
-        seen_head = not _test_set(s.sk_seen, head & 0xFFF)
-        seen_tail = not _test_set(s.sk_seen, tail & 0xFFF) if tail != 0 else False
+        seen_head = not set_bit(s.sk_seen, head & 0xFFF)
+        seen_tail = not set_bit(s.sk_seen, tail & 0xFFF) if tail != 0 else False
         if new:
             if novel14:
                 s.w_fresh += 1
