@@ -46,7 +46,6 @@ class Settings:
     prompt_salt: str = ""
     sink_batch: int = 5_000
     sink_within_s: float = 1.0
-    retention_days: int = 30
     detector: str = "coverwatch"
     campaigns: bool = True             # the coordinated-campaign stage
     topic_summaries: str = "coverwatch-summaries"   # account summaries -> campaign stage
@@ -80,7 +79,6 @@ class Settings:
             store_prompts=env.get("COVERWATCH_STORE_PROMPTS", d.store_prompts),
             prompt_salt=env.get("COVERWATCH_PROMPT_SALT", ""),
             sink_batch=_int(env, "COVERWATCH_SINK_BATCH", d.sink_batch),
-            retention_days=_int(env, "COVERWATCH_RETENTION_DAYS", d.retention_days),
             detector=env.get("COVERWATCH_DETECTOR", d.detector),
             campaigns=env.get("COVERWATCH_CAMPAIGNS", "1") not in ("0", "false", "no"),
             topic_summaries=env.get("TOPIC_SUMMARIES", d.topic_summaries),

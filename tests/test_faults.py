@@ -113,6 +113,13 @@ def wait_processed(w, n: int, timeout: float = 240) -> None:
     raise TimeoutError(f"only {got} of {n} events stored\n{w.tail()}")
 
 
+def settle(w, n: int, timeout: float = 300) -> dict:
+    """Wait until ``n`` distinct events are stored, let stragglers land, then count."""
+    wait_processed(w, n, timeout=timeout)
+    time.sleep(3)
+    return counts(w)
+
+
 def make_worker(kafka, tmp_path, **env):
     from tests.conftest import WorkerProcess
     return WorkerProcess(kafka, tmp_path, **env)
@@ -133,9 +140,7 @@ def test_worker_sigkill_restarts(fault_kafka, tmp_path, stream):
             w.stop(signal.SIGKILL)
             w.start()
         t.join()
-        wait_processed(w, len(raw))
-        time.sleep(3)
-        c = counts(w)
+        c = settle(w, len(raw))
         fired = query(w, "SELECT tenant_id, toUnixTimestamp64Milli(ts), events_seen "
                          "FROM coverwatch.alerts FINAL WHERE length(related_tenants) = 0")
     finally:
@@ -170,9 +175,7 @@ def test_broker_outage(fault_kafka, tmp_path, stream):
         fault_kafka.restart()
         t = paced_produce(w.settings, raw[len(raw) // 2:], 10)
         t.join()
-        wait_processed(w, len(raw), timeout=300)
-        time.sleep(3)
-        c = counts(w)
+        c = settle(w, len(raw))
     finally:
         w.stop(signal.SIGKILL)
     record("broker_outage", len(raw), c, expected, outage_s=30)
@@ -199,9 +202,7 @@ def test_clickhouse_outage(fault_kafka, tmp_path, stream):
     fault.unlink()
     try:
         t.join()
-        wait_processed(w, len(raw), timeout=300)
-        time.sleep(3)
-        c = counts(w)
+        c = settle(w, len(raw))
     finally:
         w.stop(signal.SIGKILL)
     record("clickhouse_outage", len(raw), c, expected, outage_s=60,

@@ -37,9 +37,6 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def where(self, mask: np.ndarray) -> np.ndarray:
-        return np.flatnonzero(mask)
-
 
 @lru_cache(maxsize=4)
 def load_corpus(sources: tuple[str, ...] | None = None) -> Corpus:

@@ -168,7 +168,6 @@ def create_app(settings: Settings) -> faust.App:
     db_thread = ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
     cpu_thread = ThreadPoolExecutor(1, thread_name_prefix="detector")
     ingest_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
-    app.coverwatch = {"settings": s, "metrics": metrics, "processor": processor, "sink": sink}
 
     adapter = s.adapter()
 

@@ -28,6 +28,8 @@ class Metrics:
             f"coverwatch_events_detected_total {self.events_detected}",
             "# TYPE coverwatch_duplicates_total counter",
             f"coverwatch_duplicates_total {self.duplicates}",
+            "# TYPE coverwatch_redelivered_skipped_total counter",
+            f"coverwatch_redelivered_skipped_total {self.replayed_skipped}",
             "# TYPE coverwatch_tenants_tracked gauge",
             f"coverwatch_tenants_tracked {self.tenants}",
             "# TYPE coverwatch_sink_behind_seconds gauge",
