@@ -28,7 +28,7 @@ def _background(rng, n_apps=60, queries=150):
     return out
 
 
-def _sweep(rng, n_acc=30, queries=150, start_h=12, spread_h=6):
+def _sweep(rng, n_acc=30, queries=150, start_h=12, spread_h=6, output_tokens=400):
     """One sweep of distinct cells split over ``n_acc`` fresh accounts started close together."""
     cells = rng.permutation(np.arange(1, 4097))
     out = []
@@ -38,7 +38,7 @@ def _sweep(rng, n_acc=30, queries=150, start_h=12, spread_h=6):
         for i in range(queries):
             out.append((Event(f"h{j}-{i}", start + gap * i, f"hydra-{j:02d}",
                               prompt=f"Question {j}-{i} about subject {rng.integers(1e6)}",
-                              model="big", endpoint="/chat", output_tokens=400,
+                              model="big", endpoint="/chat", output_tokens=output_tokens,
                               user_agent="python-requests/2.32"),
                         int(cells[(j * queries + i) % 4096])))
     return out
@@ -84,6 +84,16 @@ def test_benign_accounts_sharing_one_popular_topic_are_not_a_campaign():
                           int(rng.choice(popular))))
     _, alerts = _run(pairs)
     assert alerts == []
+
+
+def test_broad_short_answer_runs_are_not_a_campaign():
+    # eval harnesses and labelling jobs of many tenants: broad, never re-asking, similar pace,
+    # complementary coverage -- but short answers, shorter than the typical account's
+    rng = np.random.default_rng(4)
+    _, alerts = _run(_background(rng) + _sweep(rng, output_tokens=12))
+    assert alerts == []
+    _, alerts = _run(_background(rng) + _sweep(rng, output_tokens=400))
+    assert alerts, "the same sweep with full answers is a campaign"
 
 
 def test_one_tenant_with_many_keys_is_not_a_campaign():

@@ -21,9 +21,13 @@ def app_events(rng, topics, tenant, n, start=0):
     return out
 
 
-def sweep_events(rng, tenant, n, start=0, template="Explain step by step: {}"):
-    return [Event(f"{tenant}-{i}", T0 + i * 2000, tenant, prompt=template.format(f"topic {i}"),
-                  embedding=rng.standard_normal(DIM).astype(np.float32), output_tokens=1500)
+def sweep_events(rng, tenant, n, start=0, template="Explain step by step: {}",
+                 output_tokens=1500, repeat=0):
+    """All over the space; with ``repeat``, every ``repeat``-th prompt is asked again."""
+    return [Event(f"{tenant}-{i}", T0 + i * 2000, tenant,
+                  prompt=template.format(f"topic {i - 1 if repeat and i % repeat == 0 else i}"),
+                  embedding=rng.standard_normal(DIM).astype(np.float32),
+                  output_tokens=output_tokens)
             for i in range(start, start + n)]
 
 
@@ -79,6 +83,22 @@ def test_sweeper_alerts_once_per_episode_with_actionable_evidence(warm):
     # hysteresis: one warning (and at most one escalation) for one continuous episode
     assert len({a.alert_id for a in alerts}) == len(alerts) <= 2
     assert not any(a.tenant_id != "thief" for a in alerts)
+
+
+@pytest.mark.parametrize("kw", [dict(output_tokens=20), dict(repeat=3)])
+def test_coverage_rule_needs_long_answers_and_new_prompts(warm, kw):
+    # broad but short-answered (an eval harness) or broad but re-asking (a chat product):
+    # the coverage rule stays shut; the same sweep with full answers and new prompts fires
+    det, rng = warm
+    quiet = det.clone()
+    quiet.load_population(det.dump_population())
+    plain = {k: v for k, v in kw.items() if k != "output_tokens"}
+    fired = [a.detector for e in sweep_events(rng, "harness", 400, template="{}", **kw)
+             for a in quiet.update(e).alerts]
+    assert not [d for d in fired if d.startswith("coverage")]
+    if not plain:
+        assert [a for e in sweep_events(rng, "thief", 400, template="{}")
+                for a in det.update(e).alerts]
 
 
 def test_alert_ids_are_deterministic():

@@ -43,7 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modes", default="provided,text,metadata",
                         help="comma list: provided (MiniLM vectors in events), text (prompt "
                              "only), metadata (neither: gateways that do not log prompts)")
-    parser.add_argument("--detectors", default="coverwatch,volume,prada,coverage,mmd")
+    parser.add_argument("--detectors",
+                        default="coverwatch,coverwatch-online,volume,prada,coverage,mmd",
+                        help="coverwatch-online: our detector as the worker runs it, with no "
+                             "calibration (population learned from the report traffic itself)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,6 +138,8 @@ def calibrate_detectors(names: list[str], mode: str, seed: int, sizes: dict,
         t0 = time.monotonic()
         if name == "coverwatch":
             dets[name] = make_coverwatch(events)
+        elif name == "coverwatch-online":
+            dets[name] = make_coverwatch()
         else:
             dets[name] = BASELINES[name].calibrate(events, target_fpr=TARGET_FPR)
         print(f"[{mode}] calibrated {name} on {len(events):,} benign calib events "
@@ -144,7 +149,7 @@ def calibrate_detectors(names: list[str], mode: str, seed: int, sizes: dict,
 
 # ---- text embedding, as the worker does it ---------------------------------------------------
 
-METADATA_DETECTORS = ("coverwatch", "volume")
+METADATA_DETECTORS = ("coverwatch", "coverwatch-online", "volume")
 
 
 def get_text_embedder():

@@ -74,6 +74,8 @@ from pipeline.contracts.alerts import Alert
 N_BUCKETS = 10
 _BREADTH_BINS = 50
 _REGION_BINS = 65
+_TOKEN_BINS = 64
+_LOG_MAX_TOKENS = math.log(8192.0)
 HOUR_MS = 3_600_000
 
 
@@ -84,22 +86,27 @@ def bucket_of(queries: int) -> int:
 
 
 class _Baseline:
-    """Histograms of breadth and region coverage per query-count bucket (no labels)."""
+    """Histograms of breadth, region coverage and answer length per query-count bucket
+    (no labels)."""
 
-    __slots__ = ("breadth", "regions", "n")
+    __slots__ = ("breadth", "regions", "tokens", "n")
 
     def __init__(self):
         self.breadth = np.zeros((N_BUCKETS, _BREADTH_BINS), np.float64)
         self.regions = np.zeros((N_BUCKETS, _REGION_BINS), np.float64)
+        self.tokens = np.zeros((N_BUCKETS, _TOKEN_BINS), np.float64)
         self.n = np.zeros(N_BUCKETS, np.float64)
 
-    def learn(self, b: int, breadth: float, regions: int) -> None:
+    def learn(self, b: int, breadth: float, regions: int, tokens_log: float | None) -> None:
         self.breadth[b, min(int(breadth * _BREADTH_BINS), _BREADTH_BINS - 1)] += 1
         self.regions[b, min(max(regions, 0), _REGION_BINS - 1)] += 1
+        if tokens_log is not None:
+            self.tokens[b, _token_bin(tokens_log)] += 1
         self.n[b] += 1
         if self.n[b] > 50_000:             # slow forgetting: halve old counts
             self.breadth[b] *= 0.5
             self.regions[b] *= 0.5
+            self.tokens[b] *= 0.5
             self.n[b] *= 0.5
 
     @staticmethod
@@ -114,6 +121,14 @@ class _Baseline:
 
     def regions_q(self, b: int, q: float) -> float:
         return self._q(self.regions[b], q, 1.0)
+
+    def tokens_q(self, q: float) -> float:
+        """Quantile of accounts' mean log output tokens (all query counts together)."""
+        return self._q(self.tokens.sum(axis=0), q, _LOG_MAX_TOKENS / _TOKEN_BINS)
+
+
+def _token_bin(tokens_log: float) -> int:
+    return min(max(int(tokens_log / _LOG_MAX_TOKENS * _TOKEN_BINS), 0), _TOKEN_BINS - 1)
 
 
 class _Group:
@@ -189,6 +204,11 @@ class CampaignStage:
         Groups remembered in all (unalerted first, oldest first, are forgotten).
     max_listed
         Members listed in an alert (the count keeps growing beyond).
+    min_tokens_quantile
+        A group whose members' median answer length (mean log output tokens) is below this
+        population quantile of accounts is not a campaign: distillation harvests full
+        answers, while eval harnesses and labelling jobs, also broad and never re-asking,
+        ask for short ones. None: no such test (and logs without output tokens skip it).
     seed
         The sketcher's MinHash seed; summaries with another seed are rejected.
     """
@@ -198,11 +218,12 @@ class CampaignStage:
     def __init__(self, min_members: int = 4, min_ratio: float = 1.15, max_jaccard: float = 0.15,
                  max_gap_ms: int = 36 * HOUR_MS, candidate_quantile: float = 0.7,
                  min_breadth: float = 0.8, young_queries: int = 1200, rate_tol: float = 0.6,
-                 max_repeat: float = 0.08,
+                 max_repeat: float = 0.05,
                  tok_tol: float = 0.6, warmup: int = 20, new_after_ms: int = HOUR_MS,
                  max_open: int = 64, max_groups: int = 5000, max_listed: int = 5000,
-                 seed: int = 0):
+                 min_tokens_quantile: float | None = 0.5, seed: int = 0):
         self.min_members = min_members
+        self.min_tokens_quantile = min_tokens_quantile
         self.min_ratio = min_ratio
         self.max_jaccard = max_jaccard
         self.max_gap_ms = max_gap_ms
@@ -269,7 +290,7 @@ class CampaignStage:
         regions = int(summary.get("regions") or 0)
         warm = self._base.n[b] >= self.warmup
         cand = warm and self._candidate(summary, b, breadth, regions, nv, q)
-        self._base.learn(b, breadth, regions)
+        self._base.learn(b, breadth, regions, summary.get("out_tokens_log"))
         gid = self._member_of.get(acct)
         if gid is not None:
             g = self._groups.get(gid)
@@ -278,7 +299,7 @@ class CampaignStage:
                 return self._maybe_alert(g, summary, joined=False)
             del self._member_of[acct]
         loose = warm and not cand and self._candidate(summary, b, breadth, regions, nv, q,
-                                                      quantile=0.5)
+                                                      loose=True)
         if not (cand or loose):
             return []
         self._expire()
@@ -321,13 +342,15 @@ class CampaignStage:
 
     # -- internals --------------------------------------------------------------------------
     def _candidate(self, s: dict, b: int, breadth: float, regions: int, nv: int,
-                   q: int, quantile: float | None = None) -> bool:
+                   q: int, loose: bool = False) -> bool:
+        """Sweep-like for its query count; ``loose``: only at the population median, which
+        lets an account join a confirmed campaign, but then it must re-ask half as often."""
         if q > self.young_queries or nv < 0.5 * q or breadth < self.min_breadth:
             return False
         rep = s.get("exact_repeat")
-        if rep is not None and rep > self.max_repeat:
+        if rep is not None and rep > (self.max_repeat / 2 if loose else self.max_repeat):
             return False
-        qq = self.candidate_quantile if quantile is None else quantile
+        qq = 0.5 if loose else self.candidate_quantile
         return breadth >= self._base.breadth_q(b, qq) and regions >= self._base.regions_q(b, qq)
 
     def _band_keys(self, s: dict) -> list[tuple]:
@@ -493,7 +516,7 @@ class CampaignStage:
         union = max(minhash_distinct(g.union), max(v[1] for v in vals))
         typical = scale * self._typical_sum(qs)
         ratio = reach / max(typical, 1.0)
-        if not g.alerted and ratio < self.min_ratio:
+        if not g.alerted and (ratio < self.min_ratio or self._short_answers(g)):
             return []
         g.alerted = True
         if g.lead not in g.members:
@@ -503,6 +526,12 @@ class CampaignStage:
                 names.remove(g.lead)
             names.insert(0, g.lead)
         return [self._alert(g, s, union, reach, typical, ratio, qs, list(names))]
+
+    def _short_answers(self, g: _Group) -> bool:
+        if self.min_tokens_quantile is None or g.med[1] is None:
+            return False
+        floor = self._base.tokens_q(self.min_tokens_quantile)
+        return not math.isnan(floor) and g.med[1] < floor
 
     def _fits(self, g: _Group, v: tuple) -> bool:
         mp, mt = g.med

@@ -79,6 +79,14 @@ RULES = (
     ("coverage+tokens", "mean", ("spread", "newp", "out_tok")),     # sweeps
     ("takeover", "min", ("clientnovel",)),         # a new client reaching new regions
 )
+# Gates: conditions a rule's window must meet before it can score (a gate whose signal the
+# stream does not carry is skipped). A sweep never re-asks and harvests full answers, so the
+# coverage rule needs at least 80% never-sent prompts and answers at least as long as the
+# population median at that age. Measured on the calibration split: without them, general
+# chat products (broad, but they re-ask) and eval harnesses or labelling jobs (broad and
+# all-new, but short-answered) reach the same spread and novelty as sweeps.
+GATES = {"coverage+tokens": (("newp", "value", 0.8), ("out_tok", "exceedance", 0.0))}
+GATED = -1.0                 # a gated rule's score
 # Rules whose features do not depend on a tenant's age get one scale for all ages (the
 # largest per-age fit): splitting their few calibration tenants by age only adds noise.
 AGE_FREE_RULES = ("cot", "takeover")
@@ -89,6 +97,8 @@ CALIBRATION_MARGIN = 1.05
 _IDX = {f: i for i, f in enumerate(ALL_FEATURES)}
 _FLOOR = np.array([FLOORS.get(f, 0.1) for f in ALL_FEATURES])
 _RULE_IDX = [np.array([_IDX[f] for f in feats]) for _, _, feats in RULES]
+_RULE_GATES = [tuple((_IDX[f], kind == "value", bound) for f, kind, bound in GATES.get(name, ()))
+               for name, _, _ in RULES]
 SUMMARY_BUFFER = 10_000
 
 
@@ -321,7 +331,8 @@ class CoverwatchDetector:
         if q is not None:
             med, p90 = q[:, 0], q[:, 1]
             ex = (x - med) / np.maximum(p90 - med, _FLOOR)
-            rules = [_rule(ex[idx], how) for idx, (_, how, _) in zip(_RULE_IDX, RULES)]
+            rules = [_rule(ex[idx], how) if _open(gates, x, ex) else GATED
+                     for idx, gates, (_, how, _) in zip(_RULE_IDX, _RULE_GATES, RULES)]
             sc = np.asarray(rules) / self._scales[:, bucket]
             j = int(np.argmax(sc))
             raw = float(sc[j])
@@ -390,6 +401,15 @@ def _rule(ex: np.ndarray, how: str) -> float:
     if how == "min":
         return float(ex.min())
     return float(np.clip(ex, -2.0, 4.0).mean())
+
+
+def _open(gates: tuple, x: np.ndarray, ex: np.ndarray) -> bool:
+    """Whether a window passes a rule's gates (a gate on a missing signal is skipped)."""
+    for i, on_value, bound in gates:
+        v = x[i] if on_value else ex[i]
+        if v < bound:            # False for NaN
+            return False
+    return True
 
 
 def _drain(det: CoverwatchDetector, events: list[Event], batch: int = 2048) -> list[Scored]:
