@@ -199,9 +199,9 @@ def drive(traffic: Traffic, dets: dict, embedder, label: str = "",
     """Feed every event to every detector; first alert index per tenant, seconds per detector."""
     first: dict[str, dict[str, int]] = {name: {} for name in dets}
     cost = defaultdict(float)
-    # the coordinated-campaign stage runs alongside our detector (pipeline.campaigns): an
-    # account named in a campaign alert counts as detected by "coverwatch" too
-    campaigns = make_campaign_runner() if "coverwatch" in dets else None
+    # the coordinated-campaign stage runs alongside each of our detectors (pipeline.campaigns),
+    # as in the worker: an account named in a campaign alert counts as detected by it too
+    runners = {name: make_campaign_runner() for name in dets if name.startswith("coverwatch")}
     named: dict[str, int] = {}
     seen: dict[str, int] = defaultdict(int)
     n = len(traffic)
@@ -215,14 +215,15 @@ def drive(traffic: Traffic, dets: dict, embedder, label: str = "",
             scored = det.update(ev)
             cost[name] += time.perf_counter() - t0
             alerts = scored.alerts
-            if name == "coverwatch" and campaigns is not None:
+            if runners.get(name) is not None:
                 t0 = time.perf_counter()
-                camp = campaigns.observe([ev], [scored])
-                cost["_campaigns"] += time.perf_counter() - t0
-                for a in camp:
-                    for tid in [a.tenant_id, *a.related_tenants]:
-                        if tid not in named and seen.get(tid):
-                            named[tid] = seen[tid] - 1
+                camp = runners[name].observe([ev], [scored])
+                if name == "coverwatch":
+                    cost["_campaigns"] += time.perf_counter() - t0
+                    for a in camp:
+                        for tid in [a.tenant_id, *a.related_tenants]:
+                            if tid not in named and seen.get(tid):
+                                named[tid] = seen[tid] - 1
                 alerts = alerts + camp if camp else alerts
             for a in alerts:
                 for tid in [a.tenant_id, *a.related_tenants]:
