@@ -20,6 +20,7 @@ BENCHES = {
     "detect": ("pipeline.bench.detect", "detection quality: ours vs baselines"),
     "embed": ("pipeline.bench.embedding", "text embedder speed and recall@10 vs MiniLM"),
     "throughput": ("pipeline.bench.throughput", "throughput, latency and memory vs the Kafka ceiling"),
+    "campaigns": ("pipeline.bench.campaigns", "campaign stage memory and speed at 1k-100k accounts"),
 }
 
 

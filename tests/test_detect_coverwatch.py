@@ -183,3 +183,13 @@ def test_rule_scales_per_rule_or_per_age_bucket():
                 (0.0,) * len(RULES)]:
         with pytest.raises(ValueError):
             CoverwatchDetector(rule_scales=bad)
+
+
+def test_metadata_only_streams_cannot_fire_coverage_on_answer_length_alone():
+    # a gateway that logs neither prompts nor vectors: long answers are not coverage
+    det = CoverwatchDetector(window=20, min_windows=20, seed=5)
+    for i in range(0, 600, 10):
+        det.update_many([Event(f"a{t}-{j}", T0 + j * 2000, f"app{t}", output_tokens=150)
+                         for t in range(30) for j in range(i, i + 10)])
+    long = [Event(f"l-{j}", T0 + j * 2000, "long", output_tokens=4000) for j in range(400)]
+    assert not [a for s in det.update_many(long) for a in s.alerts]

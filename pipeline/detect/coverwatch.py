@@ -82,6 +82,9 @@ RULES = (
     ("coverage+tokens", "mean", ("spread", "newp", "out_tok")),     # sweeps
     ("takeover", "min", ("clientnovel",)),         # a new client reaching new regions
 )
+# A rule needs its first feature: without vectors there is no coverage to speak of, and a
+# window's answer length alone must not fire the coverage rule (measured: it flagged 41% of
+# benign tenants in a gateway's metadata-only logs).
 # Gates: conditions a rule's window must meet before it can score (a gate whose signal the
 # stream does not carry is skipped). A sweep never re-asks and harvests full answers, so the
 # coverage rule needs at least 80% never-sent prompts and answers at least as long as the
@@ -335,7 +338,7 @@ class CoverwatchDetector:
         if q is not None:
             med, p90 = q[:, 0], q[:, 1]
             ex = (x - med) / np.maximum(p90 - med, _FLOOR)
-            rules = [_rule(ex[idx], how) if _open(gates, x, ex) else GATED
+            rules = [_rule(ex[idx], how) if _open(idx[0], gates, x, ex) else GATED
                      for idx, gates, (_, how, _) in zip(_RULE_IDX, _RULE_GATES, RULES)]
             sc = np.asarray(rules) / self._scales[:, bucket]
             j = int(np.argmax(sc))
@@ -408,8 +411,12 @@ def _rule(ex: np.ndarray, how: str) -> float:
     return float(np.clip(ex, -2.0, 4.0).mean())
 
 
-def _open(gates: tuple, x: np.ndarray, ex: np.ndarray) -> bool:
-    """Whether a window passes a rule's gates (a gate on a missing signal is skipped)."""
+def _open(lead: int, gates: tuple, x: np.ndarray, ex: np.ndarray) -> bool:
+    """Whether a window can fire a rule: it carries the rule's lead (first) feature, so
+    the other features cannot fire it alone when the stream lacks the signal the rule is
+    about, and it passes the rule's gates (a gate on a missing signal is skipped)."""
+    if math.isnan(x[lead]):
+        return False
     for i, on_value, bound in gates:
         v = x[i] if on_value else ex[i]
         if v < bound:            # False for NaN
