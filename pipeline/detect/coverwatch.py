@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import zlib
 from collections import deque
 from typing import Iterable
 
@@ -56,7 +55,7 @@ from river.anomaly import HalfSpaceTrees
 from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event
 from pipeline.detect.base import Scored
-from pipeline.detect.features import FEATURES, TenantState, observe, summarise
+from pipeline.detect.features import FEATURES, TenantState, observe_events, summarise
 from pipeline.detect.lsh import SignProjector
 from pipeline.detect.policy import describe
 from pipeline.detect.population import BUCKETS, Population, age_bucket, feeds_population
@@ -246,9 +245,7 @@ class CoverwatchDetector:
 
     # -- the protocol -------------------------------------------------------------------
     def update(self, event: Event) -> Scored:
-        emb = event.embedding
-        code = self._proj.code(emb) if emb is not None and len(emb) else None
-        return self._update(event, code)
+        return self.update_many([event])[0]
 
     def update_many(self, events: Iterable[Event]) -> list[Scored]:
         events = list(events)
@@ -259,9 +256,15 @@ class CoverwatchDetector:
                 by_dim.setdefault(len(e.embedding), []).append(i)
         for idx in by_dim.values():
             got = self._proj.codes(np.stack([events[i].embedding for i in idx]))
-            for i, c in zip(idx, got.tolist()):
-                codes[i] = c
-        return [self._update(e, c) for e, c in zip(events, codes)]
+            if len(idx) == len(events):
+                codes = got.tolist()
+            else:
+                for i, c in zip(idx, got.tolist()):
+                    codes[i] = c
+        scored: list[Scored] = []
+        for i, s in observe_events(self._tenants, events, codes, self.window, scored):
+            self._close_window(s, events[i], scored[i])
+        return scored
 
     def dump_tenant(self, tenant_id: str) -> bytes | None:
         s = self._tenants.get(tenant_id)
@@ -295,18 +298,6 @@ class CoverwatchDetector:
         return len(self._tenants)
 
     # -- internals ----------------------------------------------------------------------
-    def _update(self, event: Event, code: int | None) -> Scored:
-        s = self._tenants.get(event.tenant_id)
-        if s is None:
-            s = self._tenants[event.tenant_id] = TenantState()
-        ua, ip = event.user_agent, event.client_ip
-        client = zlib.crc32(f"{ua}\x1f{ip}".encode()) | 1 if ua or ip else 0
-        cell, novel = observe(s, code, event.prompt, event.ts_ms, event.output_tokens, client)
-        scored = Scored(cell=cell, novel=novel, score=s.smooth, drift=s.drift_level)
-        if s.w_n >= self.window:
-            self._close_window(s, event, scored)
-        return scored
-
     def _close_window(self, s: TenantState, event: Event, scored: Scored) -> None:
         w_v, w_p, w_tok = s.w_v, s.w_p, s.w_tok_n
         feats = summarise(s)

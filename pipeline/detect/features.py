@@ -32,10 +32,13 @@ from __future__ import annotations
 
 import math
 import pickle
+import zlib
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from river.drift import ADWIN
 
+from pipeline.detect.base import Scored
 from pipeline.detect.text_signals import exact_hash, is_cot, skeletons
 
 FEATURES = ("nov8", "nov12", "nov14", "spread", "spread6", "fresh", "tmpl", "cot", "newp",
@@ -111,83 +114,191 @@ def set_bit(bm: bytearray, i: int) -> bool:
     return True
 
 
+def client_hash(ua: str | None, ip: str | None) -> int:
+    """Hash of a client fingerprint (user agent, address); 0 when the event names neither."""
+    if not (ua or ip):
+        return 0
+    key = (ua, ip)
+    h = _CLIENTS.get(key)
+    if h is None:
+        if len(_CLIENTS) >= CACHE_SIZE:
+            _CLIENTS.clear()
+        h = _CLIENTS[key] = zlib.crc32(f"{ua}\x1f{ip}".encode()) | 1
+    return h
+
+
+def prompt_bits(prompt: str | None) -> tuple | None:
+    """A prompt's text signals as bitmap positions: (cot, exact byte, exact bit, head byte,
+    head bit, tail byte, tail bit; tail byte -1 for short prompts), None without a prompt.
+
+    Cached by text (bounded): re-sent prompts and templates are common, and the signals
+    cost a few microseconds of string work per prompt otherwise.
+    """
+    if not prompt:
+        return None
+    b = _PROMPTS.get(prompt)
+    if b is None:
+        if len(_PROMPTS) >= CACHE_SIZE:
+            _PROMPTS.clear()
+        ex = exact_hash(prompt) & 0x1FFF
+        head, tail = skeletons(prompt)
+        head &= 0xFFF
+        tail = tail & 0xFFF if tail != 0 else -1
+        b = _PROMPTS[prompt] = (is_cot(prompt), ex >> 3, 1 << (ex & 7), head >> 3,
+                                1 << (head & 7), tail >> 3, 1 << (tail & 7))
+    return b
+
+
+CACHE_SIZE = 1 << 15
+_CLIENTS: dict = {}
+_PROMPTS: dict = {}
+
+
 def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
             out_tokens: int | None, client: int = 0) -> tuple[int, bool]:
     """Fold one event into the state; returns (12-bit cell + 1 or 0, novel at 12 bits).
 
-    ``client`` is a hash of the event's client fingerprint (user agent, address), 0 if none.
+    ``client`` is a hash of the event's client fingerprint (:func:`client_hash`), 0 if none.
+    One event of :func:`fold` (which the detector runs over whole batches).
     """
-    s.n += 1
-    s.w_n += 1
-    late = False
-    if client:
-        late = s.clients.get(client)
-        if late is None:
-            late = s.n > ESTABLISHED
-            if len(s.clients) < MAX_CLIENTS:
-                s.clients[client] = late
-        if late:
-            s.w_newclient += 1
-    if s.w_first_ts < 0:
-        s.w_first_ts = ts_ms
-    elif s.last_ts >= 0:
-        dt = max(ts_ms - s.last_ts, 0) / 1000.0
-        s.w_dt_n += 1
-        s.w_dt += dt
-        s.w_dt2 += dt * dt
-    s.last_ts = ts_ms
-    if out_tokens is not None:
-        s.w_tok_n += 1
-        s.w_tok += math.log1p(out_tokens)
-    cell, novel, novel14 = 0, False, False
-    if code is not None:
-        s.nv += 1
-        s.w_v += 1
-        c12 = code & 0xFFF
-        cell = c12 + 1
-        if set_bit(s.seen8, code & 0xFF):
-            s.w_nov8 += 1
-        novel = set_bit(s.seen12, c12)
-        if novel:
-            s.w_nov12 += 1
-            s.distinct12 += 1
-        c14 = code & 0x3FFF
-        bm, byte, bit = s.seen14, c14 >> 3, 1 << (c14 & 7)
-        novel14 = not bm[byte] & bit
-        s.adwin.update(1.0 if novel14 else 0.0)
-        if novel14 and late:
-            s.w_clientnovel += 1
-        if novel14:
-            bm[byte] |= bit
-            s.w_nov14 += 1
-            h = (c14 * _GOLDEN) & _MASK64
-            mh = s.minhash
-            if len(mh) < MINHASH_K:
-                mh.append(h)
-                mh.sort()
-            elif h < mh[-1]:
-                mh[-1] = h
-                mh.sort()
-        if set_bit(s.w_cells, code & 0xFF):
-            s.w_spread += 1
-            if set_bit(s.w_cells, 256 + (code & 0x3F)):
-                s.w_spread6 += 1
-    if prompt:
-        s.npr += 1
-        s.w_p += 1
-        if is_cot(prompt):
-            s.w_cot += 1
-        new = set_bit(s.ex_seen, exact_hash(prompt) & 0x1FFF)
-        head, tail = skeletons(prompt)
-        seen_head = not set_bit(s.sk_seen, head & 0xFFF)
-        seen_tail = not set_bit(s.sk_seen, tail & 0xFFF) if tail != 0 else False
-        if new:
+    out: list[Scored] = []
+    for _ in fold([s], [code], [prompt_bits(prompt)], [ts_ms], [out_tokens], [client],
+                  _NEVER, out):
+        pass
+    return out[0].cell, out[0].novel
+
+
+_NEVER = 1 << 62
+
+
+def observe_events(tenants: dict, events: list, codes: list, window: int,
+                   out: list[Scored]) -> Iterator[tuple[int, TenantState]]:
+    """:func:`fold` over a batch of events, tenant states looked up (created) in ``tenants``."""
+    get = tenants.get
+    states = []
+    for e in events:
+        s = get(e.tenant_id)
+        if s is None:
+            s = tenants[e.tenant_id] = TenantState()
+        states.append(s)
+    return fold(states, codes, [prompt_bits(e.prompt) for e in events],
+                [e.ts_ms for e in events], [e.output_tokens for e in events],
+                [client_hash(e.user_agent, e.client_ip) for e in events], window, out)
+
+
+def fold(states: list[TenantState], codes: list, bits: list, ts: list, tokens: list,
+         clients: list, window: int, out: list[Scored]) -> Iterator[tuple[int, TenantState]]:
+    """Fold events in, in order, appending one :class:`Scored` per event to ``out``.
+
+    Per event: its tenant's state, 64-bit code (None without a vector),
+    :func:`prompt_bits`, time, output tokens and :func:`client_hash`. Yields ``(i, state)``
+    as soon as event ``i`` fills its tenant's window: the caller summarises the window
+    (and may update the state and ``out[i]``) before the next event is folded in.
+    Everything is inlined in one loop: this runs for every event.
+    """
+    log1p = math.log1p
+    for i, (s, code, b, t, tok, client) in enumerate(zip(states, codes, bits, ts, tokens,
+                                                         clients)):
+        n = s.n = s.n + 1
+        w_n = s.w_n = s.w_n + 1
+        late = False
+        if client:
+            cl = s.clients
+            late = cl.get(client)
+            if late is None:
+                late = n > ESTABLISHED
+                if len(cl) < MAX_CLIENTS:
+                    cl[client] = late
+            if late:
+                s.w_newclient += 1
+        if s.w_first_ts < 0:
+            s.w_first_ts = t
+        elif s.last_ts >= 0:
+            dt = t - s.last_ts
+            dt = (dt if dt > 0 else 0) / 1000.0
+            s.w_dt_n += 1
+            s.w_dt += dt
+            s.w_dt2 += dt * dt
+        s.last_ts = t
+        if tok is not None:
+            s.w_tok_n += 1
+            s.w_tok += log1p(tok)
+        cell, novel, novel14 = 0, False, False
+        if code is not None:
+            s.nv += 1
+            s.w_v += 1
+            c = code & 0xFF
+            bm, j, bit = s.seen8, c >> 3, 1 << (c & 7)
+            if not bm[j] & bit:
+                bm[j] |= bit
+                s.w_nov8 += 1
+            c = code & 0xFFF
+            cell = c + 1
+            bm, j, bit = s.seen12, c >> 3, 1 << (c & 7)
+            if not bm[j] & bit:
+                bm[j] |= bit
+                novel = True
+                s.w_nov12 += 1
+                s.distinct12 += 1
+            c = code & 0x3FFF
+            bm, j, bit = s.seen14, c >> 3, 1 << (c & 7)
+            novel14 = not bm[j] & bit
+            ad = s.adwin   # ADWIN.update without its Python wrapper (same two steps)
+            if ad._drift_detected:
+                ad._reset()
+            ad._drift_detected = ad._helper.update(1.0 if novel14 else 0.0)
             if novel14:
-                s.w_fresh += 1
-            s.w_newp += 1
-            if seen_head or seen_tail:
-                s.w_tmpl += 1
-    return cell, novel
+                bm[j] |= bit
+                s.w_nov14 += 1
+                if late:
+                    s.w_clientnovel += 1
+                h = (c * _GOLDEN) & _MASK64
+                mh = s.minhash
+                if len(mh) < MINHASH_K:
+                    mh.append(h)
+                    mh.sort()
+                elif h < mh[-1]:
+                    mh[-1] = h
+                    mh.sort()
+            c = code & 0xFF
+            bm, j, bit = s.w_cells, c >> 3, 1 << (c & 7)
+            if not bm[j] & bit:
+                bm[j] |= bit
+                s.w_spread += 1
+                c = 256 + (code & 0x3F)
+                j, bit = c >> 3, 1 << (c & 7)
+                if not bm[j] & bit:
+                    bm[j] |= bit
+                    s.w_spread6 += 1
+        if b is not None:
+            s.npr += 1
+            s.w_p += 1
+            cot, j, bit, hj, hbit, tj, tbit = b
+            if cot:
+                s.w_cot += 1
+            bm = s.ex_seen
+            new = not bm[j] & bit
+            if new:
+                bm[j] |= bit
+            bm = s.sk_seen
+            seen = bm[hj] & hbit
+            if not seen:
+                bm[hj] |= hbit
+            if tj >= 0:
+                if bm[tj] & tbit:
+                    seen = True
+                else:
+                    bm[tj] |= tbit
+            if new:
+                if novel14:
+                    s.w_fresh += 1
+                s.w_newp += 1
+                if seen:
+                    s.w_tmpl += 1
+        sc = Scored(cell, novel, s.smooth, s.drift_level)
+        out.append(sc)
+        if w_n >= window:
+            yield i, s
 
 
 def summarise(s: TenantState) -> dict[str, float]:
