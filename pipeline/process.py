@@ -11,7 +11,7 @@ from typing import Sequence
 
 from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event
-from pipeline.detect.base import Detector, Scored
+from pipeline.detect.base import Detector, Scored, batch_alerts
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Processor:
         fresh = self._fresh(events)
         self.embed(fresh)
         scored = self.detector.update_many(fresh)
-        alerts = [a for s in scored for a in s.alerts]
+        alerts = batch_alerts(scored)
         if self.sketcher is not None:
             self.sketcher.observe_batch(fresh, scored)
             if self.stage is not None:

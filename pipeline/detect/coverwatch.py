@@ -54,7 +54,7 @@ from river.anomaly import HalfSpaceTrees
 
 from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event
-from pipeline.detect.base import Scored
+from pipeline.detect.base import Scored, ScoredBatch
 from pipeline.detect.features import FEATURES, TenantState, observe_events, summarise
 from pipeline.detect.lsh import SignProjector
 from pipeline.detect.policy import describe
@@ -163,6 +163,7 @@ class CoverwatchDetector:
     def _reset(self) -> None:
         self._proj = SignProjector(self.seed)
         self._tenants: dict[str, TenantState] = {}
+        self._texts: dict = {}   # prompt -> its text signals (features.prompt_bits)
         self._pop = Population(len(ALL_FEATURES), min_windows=self.min_windows)
         self._hst = HalfSpaceTrees(n_trees=self.hst_trees, height=self.hst_height,
                                    window_size=self.hst_window, seed=self.seed)
@@ -247,7 +248,7 @@ class CoverwatchDetector:
     def update(self, event: Event) -> Scored:
         return self.update_many([event])[0]
 
-    def update_many(self, events: Iterable[Event]) -> list[Scored]:
+    def update_many(self, events: Iterable[Event]) -> ScoredBatch:
         events = list(events)
         codes: list[int | None] = [None] * len(events)
         by_dim: dict[int, list[int]] = {}
@@ -261,8 +262,9 @@ class CoverwatchDetector:
             else:
                 for i, c in zip(idx, got.tolist()):
                     codes[i] = c
-        scored: list[Scored] = []
-        for i, s in observe_events(self._tenants, events, codes, self.window, scored):
+        scored = ScoredBatch([], [], [], [])
+        for i, s in observe_events(self._tenants, events, codes, self.window, scored,
+                                   self._texts):
             self._close_window(s, events[i], scored[i])
         return scored
 

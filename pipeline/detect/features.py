@@ -38,7 +38,7 @@ from typing import Iterator
 
 from river.drift import ADWIN
 
-from pipeline.detect.base import Scored
+from pipeline.detect.base import Scored, ScoredBatch
 from pipeline.detect.text_signals import exact_hash, is_cot, skeletons
 
 FEATURES = ("nov8", "nov12", "nov14", "spread", "spread6", "fresh", "tmpl", "cot", "newp",
@@ -127,31 +127,32 @@ def client_hash(ua: str | None, ip: str | None) -> int:
     return h
 
 
-def prompt_bits(prompt: str | None) -> tuple | None:
+def prompt_bits(prompt: str | None, cache: dict | None = None) -> tuple | None:
     """A prompt's text signals as bitmap positions: (cot, exact byte, exact bit, head byte,
     head bit, tail byte, tail bit; tail byte -1 for short prompts), None without a prompt.
 
-    Cached by text (bounded): re-sent prompts and templates are common, and the signals
-    cost a few microseconds of string work per prompt otherwise.
+    ``cache`` (text -> bits, the detector's own, bounded): re-sent prompts are common and
+    the signals cost microseconds of string work per prompt.
     """
     if not prompt:
         return None
-    b = _PROMPTS.get(prompt)
+    if cache is None:
+        cache = {}
+    b = cache.get(prompt)
     if b is None:
-        if len(_PROMPTS) >= CACHE_SIZE:
-            _PROMPTS.clear()
+        if len(cache) >= CACHE_SIZE:
+            cache.clear()
         ex = exact_hash(prompt) & 0x1FFF
         head, tail = skeletons(prompt)
         head &= 0xFFF
         tail = tail & 0xFFF if tail != 0 else -1
-        b = _PROMPTS[prompt] = (is_cot(prompt), ex >> 3, 1 << (ex & 7), head >> 3,
+        b = cache[prompt] = (is_cot(prompt), ex >> 3, 1 << (ex & 7), head >> 3,
                                 1 << (head & 7), tail >> 3, 1 << (tail & 7))
     return b
 
 
 CACHE_SIZE = 1 << 15
 _CLIENTS: dict = {}
-_PROMPTS: dict = {}
 
 
 def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
@@ -161,19 +162,20 @@ def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
     ``client`` is a hash of the event's client fingerprint (:func:`client_hash`), 0 if none.
     One event of :func:`fold` (which the detector runs over whole batches).
     """
-    out: list[Scored] = []
+    out = ScoredBatch([], [], [], [])
     for _ in fold([s], [code], [prompt_bits(prompt)], [ts_ms], [out_tokens], [client],
                   _NEVER, out):
         pass
-    return out[0].cell, out[0].novel
+    return out.cells[0], out.novel[0]
 
 
 _NEVER = 1 << 62
 
 
-def observe_events(tenants: dict, events: list, codes: list, window: int,
-                   out: list[Scored]) -> Iterator[tuple[int, TenantState]]:
-    """:func:`fold` over a batch of events, tenant states looked up (created) in ``tenants``."""
+def observe_events(tenants: dict, events: list, codes: list, window: int, out: ScoredBatch,
+                   texts: dict) -> Iterator[tuple[int, TenantState]]:
+    """:func:`fold` over a batch of events, tenant states looked up (created) in ``tenants``,
+    prompt signals through the cache ``texts`` (see :func:`prompt_bits`)."""
     get = tenants.get
     states = []
     for e in events:
@@ -181,22 +183,24 @@ def observe_events(tenants: dict, events: list, codes: list, window: int,
         if s is None:
             s = tenants[e.tenant_id] = TenantState()
         states.append(s)
-    return fold(states, codes, [prompt_bits(e.prompt) for e in events],
+    return fold(states, codes, [prompt_bits(e.prompt, texts) for e in events],
                 [e.ts_ms for e in events], [e.output_tokens for e in events],
                 [client_hash(e.user_agent, e.client_ip) for e in events], window, out)
 
 
 def fold(states: list[TenantState], codes: list, bits: list, ts: list, tokens: list,
-         clients: list, window: int, out: list[Scored]) -> Iterator[tuple[int, TenantState]]:
-    """Fold events in, in order, appending one :class:`Scored` per event to ``out``.
+         clients: list, window: int, out: ScoredBatch) -> Iterator[tuple[int, TenantState]]:
+    """Fold events in, in order, appending what the detector says of each to ``out``.
 
     Per event: its tenant's state, 64-bit code (None without a vector),
     :func:`prompt_bits`, time, output tokens and :func:`client_hash`. Yields ``(i, state)``
-    as soon as event ``i`` fills its tenant's window: the caller summarises the window
-    (and may update the state and ``out[i]``) before the next event is folded in.
+    as soon as event ``i`` fills its tenant's window, with ``out.special[i]`` a
+    :class:`Scored` for it: the caller summarises the window (and may update the state and
+    that Scored) before the next event is folded in.
     Everything is inlined in one loop: this runs for every event.
     """
     log1p = math.log1p
+    cells, novels, scores, drifts = out.cells, out.novel, out.scores, out.drifts
     for i, (s, code, b, t, tok, client) in enumerate(zip(states, codes, bits, ts, tokens,
                                                          clients)):
         n = s.n = s.n + 1
@@ -295,9 +299,12 @@ def fold(states: list[TenantState], codes: list, bits: list, ts: list, tokens: l
                 s.w_newp += 1
                 if seen:
                     s.w_tmpl += 1
-        sc = Scored(cell, novel, s.smooth, s.drift_level)
-        out.append(sc)
+        cells.append(cell)
+        novels.append(novel)
+        scores.append(s.smooth)
+        drifts.append(s.drift_level)
         if w_n >= window:
+            out.special[i] = Scored(cell, novel, s.smooth, s.drift_level)
             yield i, s
 
 
