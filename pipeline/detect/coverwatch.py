@@ -250,18 +250,7 @@ class CoverwatchDetector:
 
     def update_many(self, events: Iterable[Event]) -> ScoredBatch:
         events = list(events)
-        codes: list[int | None] = [None] * len(events)
-        by_dim: dict[int, list[int]] = {}
-        for i, e in enumerate(events):
-            if e.embedding is not None and len(e.embedding):
-                by_dim.setdefault(len(e.embedding), []).append(i)
-        for idx in by_dim.values():
-            got = self._proj.codes(np.stack([events[i].embedding for i in idx]))
-            if len(idx) == len(events):
-                codes = got.tolist()
-            else:
-                for i, c in zip(idx, got.tolist()):
-                    codes[i] = c
+        codes = self._proj.codes_of([e.embedding for e in events])
         scored = ScoredBatch([], [], [], [])
         for i, s in observe_events(self._tenants, events, codes, self.window, scored,
                                    self._texts):

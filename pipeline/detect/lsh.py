@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 
 N_BITS = 64
-_WEIGHTS = (np.uint64(1) << np.arange(N_BITS, dtype=np.uint64))
 
 
 class SignProjector:
@@ -47,10 +46,32 @@ class SignProjector:
         if len(x) == 0:
             return np.zeros(0, dtype=np.uint64)
         bits = (x @ self.planes(x.shape[1])) > 0
-        return (bits.astype(np.uint64) * _WEIGHTS).sum(axis=1, dtype=np.uint64)
+        # bit j of the code is hyperplane j: pack 64 sign bits little-endian into one uint64
+        return np.packbits(bits, axis=1, bitorder="little").view("<u8").ravel()
 
     def code(self, v: np.ndarray) -> int:
         return int(self.codes(v)[0])
+
+    def codes_of(self, vectors: list) -> list[int | None]:
+        """Codes of a batch of vectors (None or empty: no code), one matrix multiply per
+        vector dimension present.
+
+        >>> SignProjector(7).codes_of([None, np.ones(3), np.ones(2), np.zeros(0)])[::3]
+        [None, None]
+        """
+        dims = [0 if v is None else len(v) for v in vectors]
+        if dims and min(dims) == max(dims) > 0:
+            return self.codes(np.array(vectors, dtype=np.float32)).tolist()
+        codes: list[int | None] = [None] * len(vectors)
+        by_dim: dict[int, list[int]] = {}
+        for i, d in enumerate(dims):
+            if d:
+                by_dim.setdefault(d, []).append(i)
+        for idx in by_dim.values():
+            got = self.codes(np.array([vectors[i] for i in idx], dtype=np.float32))
+            for i, c in zip(idx, got.tolist()):
+                codes[i] = c
+        return codes
 
 
 def hamming(a: int, b: int) -> int:
