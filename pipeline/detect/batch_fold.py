@@ -34,13 +34,13 @@ True
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 
 import numpy as np
 
 from pipeline.detect.base import Scored, ScoredBatch
 from pipeline.detect.features import _GOLDEN, ESTABLISHED, MAX_CLIENTS, MINHASH_K
 
-_NOPROMPT = (False, 0, 0, 0, 0, -1, 0, 0, 0, -1)
 # window counters summed per segment, in the column order of ``fold_batch``'s matrix
 _COUNTS = ("w_n", "w_v", "w_p", "w_nov8", "w_nov12", "w_nov14", "w_spread", "w_spread6",
            "w_newclient", "w_clientnovel", "w_fresh", "w_tmpl", "w_cot", "w_newp", "w_tok_n",
@@ -185,9 +185,10 @@ def fold_batch(states: list, codes: list, bits: list, ts: list, tokens: list, cl
     spread6[hv] = _first(gv * 64 + (c8 & 0x3F)) & ~(in_cont & _bits(wrows, sv, c6))
 
     # -- prompts -----------------------------------------------------------------------------
-    hp = np.array([b is not None for b in bits])[order]
-    cols = list(zip(*[_NOPROMPT if b is None else b for b in bits]))
-    cot, ex, head, tail = (np.array(cols[j], np.int64)[order] for j in (0, 7, 8, 9))
+    packed = np.array([-1 if b is None else b[0] for b in bits], np.int64)[order]
+    hp = packed >= 0
+    ex, head = packed & 0x1FFF, (packed >> 13) & 0xFFF
+    tail, cot = ((packed >> 25) & 0x1FFF) - 1, (packed >> 38) & 1
     hpi = np.flatnonzero(hp)
     sp = so[hpi]
     ex_rows = _rows(uniq, "ex_seen")
@@ -236,13 +237,14 @@ def fold_batch(states: list, codes: list, bits: list, ts: list, tokens: list, cl
     mh = (c14.astype(np.uint64) * np.uint64(_GOLDEN)).tolist()
     nov14_l = nov14[hv].tolist()
     fed = np.searchsorted(sv, np.arange(k)).tolist()     # per tenant: coded events folded so far
+    hv_l = hv.tolist()
 
     def catch_up(t: int, p: int) -> None:
         """Set tenant ``t``'s state as of its (sorted) event ``p``: all a summary reads."""
         s = uniq[t]
         s.n, s.last_ts = ncum_l[p], tso_l[p]
         s.nv, s.npr, s.distinct12 = cum["nv"][p], cum["npr"][p], cum["distinct12"][p]
-        upto = int(np.searchsorted(hv, p, side="right"))
+        upto = bisect_right(hv_l, p)
         lo = fed[t]
         if upto > lo:
             _feed(s.adwin, nov_f[lo:upto])

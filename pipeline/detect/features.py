@@ -128,9 +128,10 @@ def client_hash(ua: str | None, ip: str | None) -> int:
 
 
 def prompt_bits(prompt: str | None, cache: dict | None = None) -> tuple | None:
-    """A prompt's text signals as bitmap positions: (cot, exact byte, exact bit, head byte,
-    head bit, tail byte, tail bit, exact, head, tail; tail and tail byte -1 for short
-    prompts), None without a prompt.
+    """A prompt's text signals as bitmap positions: (all packed in one int, cot, exact byte,
+    exact bit, head byte, head bit, tail byte, tail bit; tail byte -1 for short prompts),
+    None without a prompt. The packed int is ``exact | head << 13 | (tail + 1) << 25 |
+    cot << 38`` (13-bit exact-text and 12-bit skeleton positions, tail -1 when none).
 
     ``cache`` (text -> bits, the detector's own, bounded): re-sent prompts are common and
     the signals cost microseconds of string work per prompt.
@@ -147,8 +148,10 @@ def prompt_bits(prompt: str | None, cache: dict | None = None) -> tuple | None:
         head, tail = skeletons(prompt)
         head &= 0xFFF
         tail = tail & 0xFFF if tail != 0 else -1
-        b = cache[prompt] = (is_cot(prompt), ex >> 3, 1 << (ex & 7), head >> 3,
-                             1 << (head & 7), tail >> 3, 1 << (tail & 7), ex, head, tail)
+        cot = is_cot(prompt)
+        b = cache[prompt] = (ex | head << 13 | (tail + 1) << 25 | cot << 38, cot, ex >> 3,
+                             1 << (ex & 7), head >> 3, 1 << (head & 7), tail >> 3,
+                             1 << (tail & 7))
     return b
 
 
@@ -283,7 +286,7 @@ def fold(states: list[TenantState], codes: list, bits: list, ts: list, tokens: l
         if b is not None:
             s.npr += 1
             s.w_p += 1
-            cot, j, bit, hj, hbit, tj, tbit, _, _, _ = b
+            _, cot, j, bit, hj, hbit, tj, tbit = b
             if cot:
                 s.w_cot += 1
             bm = s.ex_seen
