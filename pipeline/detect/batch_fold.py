@@ -34,6 +34,7 @@ True
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from bisect import bisect_right
 
 import numpy as np
@@ -47,6 +48,7 @@ _COUNTS = ("w_n", "w_v", "w_p", "w_nov8", "w_nov12", "w_nov14", "w_spread", "w_s
            "w_dt_n")
 _SUMS = ("w_tok", "w_dt", "w_dt2")
 _MAX_CELLS = 4_000_000   # segments x longest segment, for the exact float sums
+_get_counts, _get_sums = attrgetter(*_COUNTS), attrgetter(*_SUMS)
 
 
 def _first(keys: np.ndarray) -> np.ndarray:
@@ -170,14 +172,15 @@ def fold_batch(states: list, codes: list, bits: list, ts: list, tokens: list, cl
     c12 = (cv & np.uint64(0xFFF)).astype(np.int64)
     c14 = (cv & np.uint64(0x3FFF)).astype(np.int64)
     c6 = 256 + (c8 & 0x3F)
-    nov = {}
+    nov, changed = {}, {}          # changed: bitmap -> (its rows, tenants whose rows changed)
     for name, c, span in (("seen8", c8, 256), ("seen12", c12, 4096), ("seen14", c14, 16384)):
         rows = _rows(uniq, name)
         m = _first(sv * span + c) & ~_bits(rows, sv, c)
         _set(rows, sv[m], c[m])
-        nov[name] = (m, rows)
+        nov[name] = m
+        changed[name] = (rows, sv[m])
     nov8, nov12, nov14 = (np.zeros(n, bool) for _ in range(3))
-    nov8[hv], nov12[hv], nov14[hv] = (nov[x][0] for x in ("seen8", "seen12", "seen14"))
+    nov8[hv], nov12[hv], nov14[hv] = (nov[x] for x in ("seen8", "seen12", "seen14"))
     wrows = _rows(uniq, "w_cells")
     in_cont = cont[gv]
     spread, spread6 = np.zeros(n, bool), np.zeros(n, bool)
@@ -194,6 +197,7 @@ def fold_batch(states: list, codes: list, bits: list, ts: list, tokens: list, cl
     ex_rows = _rows(uniq, "ex_seen")
     m = _first(sp * 8192 + ex[hpi]) & ~_bits(ex_rows, sp, ex[hpi])
     _set(ex_rows, sp[m], ex[hpi][m])
+    changed["ex_seen"] = (ex_rows, sp[m])
     new = np.zeros(n, bool)
     new[hpi] = m
     sk_rows = _rows(uniq, "sk_seen")
@@ -204,6 +208,7 @@ def fold_batch(states: list, codes: list, bits: list, ts: list, tokens: list, cl
     fresh_sk[ok] = _first(seq_slot[ok] * 4096 + seq[ok]) & ~_bits(sk_rows, seq_slot[ok],
                                                                     seq[ok])
     _set(sk_rows, seq_slot[fresh_sk], seq[fresh_sk])
+    changed["sk_seen"] = (sk_rows, seq_slot[fresh_sk])
     seen_sk = (ok & ~fresh_sk).reshape(-1, 2).any(axis=1)
     tmpl = np.zeros(n, bool)
     tmpl[hpi] = m & seen_sk
@@ -213,10 +218,10 @@ def fold_batch(states: list, codes: list, bits: list, ts: list, tokens: list, cl
                      nov14 & late, new & nov14, tmpl, hp & (cot != 0), new, has_tok, has_dt],
                     axis=1).astype(np.int64)
     seg_sum = np.add.reduceat(cols, seg_start, axis=0)
-    carry = np.array([[getattr(s, f) for f in _COUNTS] for s in uniq], np.int64)
+    carry = np.array([_get_counts(s) for s in uniq], np.int64)
     seg_sum[cont] += carry[seg_slot[cont]]
     seg_sum = seg_sum.tolist()
-    fcarry = np.array([[getattr(s, f) for f in _SUMS] for s in uniq], float)[seg_slot]
+    fcarry = np.array([_get_sums(s) for s in uniq], float)[seg_slot]
     fcarry[~cont] = 0.0
     fsums = list(zip(*(_seq_sums(seg, pos, v, fcarry[:, j], nseg, maxlen)
                        for j, v in enumerate((np.where(has_tok, log_tok, 0.0), dt, dt * dt)))))
@@ -279,14 +284,12 @@ def fold_batch(states: list, codes: list, bits: list, ts: list, tokens: list, cl
     in_tail = (tail_open[so] & (seg == seg[last][so]))[hv]
     _set(final, sv[in_tail], c8[in_tail])
     _set(final, sv[in_tail], c6[in_tail])
-    rows = {"seen8": nov["seen8"][1], "seen12": nov["seen12"][1], "seen14": nov["seen14"][1],
-            "ex_seen": ex_rows, "sk_seen": sk_rows}
-    for t, s in enumerate(uniq):
-        if tail_open[t]:
-            catch_up(t, int(last[t]))
-            s.w_cells = bytearray(final[t].tobytes())
-        for name, rw in rows.items():
-            getattr(s, name)[:] = rw[t].tobytes()
+    for t in np.flatnonzero(tail_open).tolist():
+        catch_up(t, int(last[t]))
+        uniq[t].w_cells = bytearray(final[t].tobytes())
+    for name, (rw, touched) in changed.items():
+        for t in np.unique(touched).tolist():
+            getattr(uniq[t], name)[:] = rw[t].tobytes()
     open_seg = ~closed_seg
     seg_score[open_seg] = np.array([s.smooth for s in uniq])[seg_slot[open_seg]]
     seg_drift[open_seg] = np.array([s.drift_level for s in uniq])[seg_slot[open_seg]]
