@@ -17,18 +17,25 @@ cost per batch and per tenant instead of ~5 µs of Python per event:
   handles in event order with every field the summary reads set as of the closing event.
 
 >>> import numpy as np
+>>> from pipeline.contracts.events import Event
 >>> from pipeline.detect.base import ScoredBatch
->>> from pipeline.detect.features import TenantState, fold, prompt_bits, summarise
+>>> from pipeline.detect.features import fold, prompt_bits, summarise
+>>> from pipeline.detect.lsh import SignProjector
 >>> rng = np.random.default_rng(0)
->>> codes = rng.integers(0, 2**63, 300).tolist()
->>> prompts = [prompt_bits(f"question {i % 7}") for i in range(300)]
->>> ts, tok, cl = list(range(0, 300_000, 1000)), [10] * 300, [0] * 300
->>> def run(f):
-...     a, b = TenantState(), TenantState()
-...     out = ScoredBatch([], [], [], [])
-...     feats = [(i, summarise(s)) for i, s in f([a, b] * 150, codes, prompts, ts, tok, cl, 50, out)]
-...     return repr(feats), out.cells, out.novel, [a.w_v, a.w_nov12, b.w_newp, b.minhash]
->>> run(fold_batch) == run(fold)
+>>> events = [Event(f"e{i}", 1000 * i, f"t{i % 2}", prompt=f"question {i % 7}",
+...                 embedding=rng.standard_normal(8), output_tokens=10) for i in range(300)]
+>>> codes = SignProjector(1).codes_of([e.embedding for e in events])
+>>> def run(batch):
+...     tenants, out = {}, ScoredBatch([], [], [], [])
+...     if batch:
+...         closes = fold_events(tenants, events, codes, 50, out, {})
+...     else:
+...         states = [tenants.setdefault(e.tenant_id, TenantState()) for e in events]
+...         closes = fold(states, codes[0].tolist(), [prompt_bits(e.prompt) for e in events],
+...                       [e.ts_ms for e in events], [10] * 300, [0] * 300, 50, out)
+...     feats = [(i, summarise(s)) for i, s in closes]
+...     return repr(feats), out.cells, out.novel, [tenants["t0"].minhash, tenants["t1"].w_v]
+>>> run(batch=True) == run(batch=False)
 True
 """
 from __future__ import annotations
@@ -40,7 +47,8 @@ from bisect import bisect_right
 import numpy as np
 
 from pipeline.detect.base import Scored, ScoredBatch
-from pipeline.detect.features import _GOLDEN, ESTABLISHED, MAX_CLIENTS, MINHASH_K
+from pipeline.detect.features import (_CLIENTS, _GOLDEN, ESTABLISHED, MAX_CLIENTS, MINHASH_K,
+                                      TenantState, client_hash, prompt_bits)
 
 # window counters summed per segment, in the column order of ``fold_batch``'s matrix
 _COUNTS = ("w_n", "w_v", "w_p", "w_nov8", "w_nov12", "w_nov14", "w_spread", "w_spread6",
@@ -93,18 +101,53 @@ def _feed(ad, xs) -> None:
         ad._drift_detected = ad._helper.update(x)
 
 
-def fold_batch(states: list, codes: list, bits: list, ts: list, tokens: list, clients: list,
+def fold_events(tenants: dict, events: list, codes: tuple, window: int, out: ScoredBatch,
+                texts: dict):
+    """:func:`fold_batch` over events: states looked up (created) in ``tenants``, ``codes``
+    as :meth:`~pipeline.detect.lsh.SignProjector.codes_of` gives them, prompt signals
+    through the cache ``texts`` (see :func:`~pipeline.detect.features.prompt_bits`)."""
+    tids = [e.tenant_id for e in events]
+    where = dict.fromkeys(tids)
+    uniq = []
+    for j, t in enumerate(where):
+        s = tenants.get(t)
+        if s is None:
+            s = tenants[t] = TenantState()
+        where[t] = j
+        uniq.append(s)
+    slot = np.array(list(map(where.__getitem__, tids)), np.int64)
+    get = texts.get
+    prompts = [e.prompt for e in events]
+    packed = [(b[0] if (b := get(p)) is not None else -2) if p else -1 for p in prompts]
+    for i, v in enumerate(packed):
+        if v == -2:
+            packed[i] = prompt_bits(prompts[i], texts)[0]
+    keys = [(e.user_agent, e.client_ip) for e in events]
+    cli = list(map(_CLIENTS.get, keys))
+    for i, v in enumerate(cli):
+        if v is None:
+            cli[i] = client_hash(*keys[i])
+    log1p = math.log1p
+    tok = np.array([None if (t := e.output_tokens) is None else log1p(t) for e in events],
+                   float)
+    return fold_batch(uniq, slot, codes[0], codes[1], np.array(packed, np.int64),
+                      np.array([e.ts_ms for e in events], np.int64), tok,
+                      np.array(cli, np.int64), window, out)
+
+
+def fold_batch(uniq: list, slot: np.ndarray, code: np.ndarray, has: np.ndarray,
+               packed: np.ndarray, ts: np.ndarray, log_tok: np.ndarray, cli: np.ndarray,
                window: int, out: ScoredBatch):
-    """Same contract as :func:`pipeline.detect.features.fold` (which see)."""
-    n = len(states)
+    """:func:`pipeline.detect.features.fold` (which see) over a batch given as arrays: per
+    event its tenant's index in ``uniq``, 64-bit code (``has``: whether it has one), packed
+    prompt signals (-1: no prompt), time, log1p of output tokens (NaN: none) and client hash.
+    """
+    n = len(slot)
     if not n:
         return
     if len(out):
         raise ValueError("fold_batch needs an empty ScoredBatch")
     # -- tenants, their order, segments ------------------------------------------------------
-    index: dict[int, int] = {}
-    slot = np.array([index.setdefault(id(s), len(index)) for s in states], np.int64)
-    uniq = list({id(s): s for s in states}.values())
     k = len(uniq)
     order = np.argsort(slot, kind="stable")            # tenant by tenant, event order within
     so = slot[order]
@@ -132,16 +175,16 @@ def fold_batch(states: list, codes: list, bits: list, ts: list, tokens: list, cl
         return np.array([getattr(s, field) for s in uniq], np.int64)[so] + c - before[so]
 
     # -- time, tokens, clients ---------------------------------------------------------------
-    tso = np.array(ts, np.int64)[order]
+    tso = ts[order]
     prev = np.empty(n, np.int64)
     prev[1:] = tso[:-1]
     prev[start] = np.array([s.last_ts for s in uniq], np.int64)
     has_dt = (w0 % window != 0) & (prev >= 0)           # not the first event of its window
     dt = np.where(has_dt, np.maximum(tso - prev, 0), 0) / 1000.0
-    has_tok = np.array([t is not None for t in tokens])[order]
-    log_tok = np.array([math.log1p(t) if t is not None else 0.0 for t in tokens])[order]
+    log_tok = log_tok[order]
+    has_tok = ~np.isnan(log_tok)
     ncum = tcum(np.ones(n, np.int64), "n")
-    cli = np.array(clients, np.int64)[order]
+    cli = cli[order]
     late = np.zeros(n, bool)
     hc = np.flatnonzero(cli)
     if len(hc):
@@ -163,8 +206,7 @@ def fold_batch(states: list, codes: list, bits: list, ts: list, tokens: list, cl
         late[hc] = np.where(stored[inv], value[inv], ncum[hc] > ESTABLISHED)
 
     # -- locality cells ----------------------------------------------------------------------
-    has = np.array([c is not None for c in codes])[order]
-    code = np.array([0 if c is None else c for c in codes], np.uint64)[order]
+    has, code = has[order], code[order]
     hv = np.flatnonzero(has)
     sv, gv = so[hv], seg[hv]
     cv = code[hv]
@@ -188,7 +230,7 @@ def fold_batch(states: list, codes: list, bits: list, ts: list, tokens: list, cl
     spread6[hv] = _first(gv * 64 + (c8 & 0x3F)) & ~(in_cont & _bits(wrows, sv, c6))
 
     # -- prompts -----------------------------------------------------------------------------
-    packed = np.array([-1 if b is None else b[0] for b in bits], np.int64)[order]
+    packed = packed[order]
     hp = packed >= 0
     ex, head = packed & 0x1FFF, (packed >> 13) & 0xFFF
     tail, cot = ((packed >> 25) & 0x1FFF) - 1, (packed >> 38) & 1

@@ -116,14 +116,12 @@ def set_bit(bm: bytearray, i: int) -> bool:
 
 def client_hash(ua: str | None, ip: str | None) -> int:
     """Hash of a client fingerprint (user agent, address); 0 when the event names neither."""
-    if not (ua or ip):
-        return 0
     key = (ua, ip)
     h = _CLIENTS.get(key)
     if h is None:
         if len(_CLIENTS) >= CACHE_SIZE:
             _CLIENTS.clear()
-        h = _CLIENTS[key] = zlib.crc32(f"{ua}\x1f{ip}".encode()) | 1
+        h = _CLIENTS[key] = zlib.crc32(f"{ua}\x1f{ip}".encode()) | 1 if ua or ip else 0
     return h
 
 
@@ -178,10 +176,15 @@ _NEVER = 1 << 62
 BATCH_FOLD_MIN = 256
 
 
-def observe_events(tenants: dict, events: list, codes: list, window: int, out: ScoredBatch,
+def observe_events(tenants: dict, events: list, codes: tuple, window: int, out: ScoredBatch,
                    texts: dict) -> Iterator[tuple[int, TenantState]]:
-    """:func:`fold` over a batch of events, tenant states looked up (created) in ``tenants``,
-    prompt signals through the cache ``texts`` (see :func:`prompt_bits`)."""
+    """:func:`fold` over a batch of events (with numpy from :data:`BATCH_FOLD_MIN` events on:
+    :func:`pipeline.detect.batch_fold.fold_events`), tenant states looked up (created) in
+    ``tenants``, ``codes`` as :meth:`~pipeline.detect.lsh.SignProjector.codes_of` gives
+    them, prompt signals through the cache ``texts`` (see :func:`prompt_bits`)."""
+    if len(events) >= BATCH_FOLD_MIN:
+        from pipeline.detect.batch_fold import fold_events
+        return fold_events(tenants, events, codes, window, out, texts)
     get = tenants.get
     states = []
     for e in events:
@@ -189,10 +192,8 @@ def observe_events(tenants: dict, events: list, codes: list, window: int, out: S
         if s is None:
             s = tenants[e.tenant_id] = TenantState()
         states.append(s)
-    f = fold
-    if len(events) >= BATCH_FOLD_MIN:
-        from pipeline.detect.batch_fold import fold_batch as f
-    return f(states, codes, [prompt_bits(e.prompt, texts) for e in events],
+    code = [c if h else None for c, h in zip(codes[0].tolist(), codes[1].tolist())]
+    return fold(states, code, [prompt_bits(e.prompt, texts) for e in events],
                 [e.ts_ms for e in events], [e.output_tokens for e in events],
                 [client_hash(e.user_agent, e.client_ip) for e in events], window, out)
 

@@ -52,26 +52,22 @@ class SignProjector:
     def code(self, v: np.ndarray) -> int:
         return int(self.codes(v)[0])
 
-    def codes_of(self, vectors: list) -> list[int | None]:
-        """Codes of a batch of vectors (None or empty: no code), one matrix multiply per
-        vector dimension present.
+    def codes_of(self, vectors: list) -> tuple[np.ndarray, np.ndarray]:
+        """Codes of a batch of vectors, one matrix multiply per vector dimension present:
+        ``(uint64 codes, bool has)``, code 0 and has False for a None or empty vector.
 
-        >>> SignProjector(7).codes_of([None, np.ones(3), np.ones(2), np.zeros(0)])[::3]
-        [None, None]
+        >>> c, has = SignProjector(7).codes_of([None, np.ones(3), np.ones(2), np.zeros(0)])
+        >>> has.tolist(), int(c[0]), int(c[3])
+        ([False, True, True, False], 0, 0)
         """
-        dims = [0 if v is None else len(v) for v in vectors]
-        if dims and min(dims) == max(dims) > 0:
-            return self.codes(np.array(vectors, dtype=np.float32)).tolist()
-        codes: list[int | None] = [None] * len(vectors)
-        by_dim: dict[int, list[int]] = {}
-        for i, d in enumerate(dims):
-            if d:
-                by_dim.setdefault(d, []).append(i)
-        for idx in by_dim.values():
-            got = self.codes(np.array([vectors[i] for i in idx], dtype=np.float32))
-            for i, c in zip(idx, got.tolist()):
-                codes[i] = c
-        return codes
+        dims = np.array([0 if v is None else len(v) for v in vectors], np.int64)
+        codes = np.zeros(len(dims), np.uint64)
+        if len(dims) and dims.min() == dims.max() > 0:
+            return self.codes(np.array(vectors, dtype=np.float32)), dims > 0
+        for d in np.unique(dims[dims > 0]).tolist():
+            idx = np.flatnonzero(dims == d)
+            codes[idx] = self.codes(np.array([vectors[i] for i in idx], dtype=np.float32))
+        return codes, dims > 0
 
 
 def hamming(a: int, b: int) -> int:
