@@ -47,8 +47,9 @@ from bisect import bisect_right
 import numpy as np
 
 from pipeline.detect.base import Scored, ScoredBatch
-from pipeline.detect.features import (_CLIENTS, _GOLDEN, ESTABLISHED, MAX_CLIENTS, MINHASH_K,
-                                      TenantState, client_hash, prompt_bits)
+from pipeline.detect.features import (_CLIENTS, _GOLDEN, _NO_CLIENTS, ESTABLISHED,
+                                      MAX_CLIENTS, MINHASH_K, TenantState, client_hash,
+                                      prompt_bits)
 
 # window counters summed per segment, in the column order of ``fold_batch``'s matrix
 _COUNTS = ("w_n", "w_v", "w_p", "w_nov8", "w_nov12", "w_nov14", "w_spread", "w_spread6",
@@ -122,11 +123,11 @@ def fold_events(tenants: dict, events: list, codes: tuple, window: int, out: Sco
     for i, v in enumerate(packed):
         if v == -2:
             packed[i] = prompt_bits(prompts[i], texts)[0]
-    keys = [(e.user_agent, e.client_ip) for e in events]
-    cli = list(map(_CLIENTS.get, keys))
+    by_ua = _CLIENTS.get
+    cli = [by_ua(e.user_agent, _NO_CLIENTS).get(e.client_ip) for e in events]
     for i, v in enumerate(cli):
         if v is None:
-            cli[i] = client_hash(*keys[i])
+            cli[i] = client_hash(events[i].user_agent, events[i].client_ip)
     log1p = math.log1p
     tok = np.array([None if (t := e.output_tokens) is None else log1p(t) for e in events],
                    float)

@@ -115,13 +115,21 @@ def set_bit(bm: bytearray, i: int) -> bool:
 
 
 def client_hash(ua: str | None, ip: str | None) -> int:
-    """Hash of a client fingerprint (user agent, address); 0 when the event names neither."""
-    key = (ua, ip)
-    h = _CLIENTS.get(key)
-    if h is None:
+    """Hash of a client fingerprint (user agent, address); 0 when the event names neither.
+
+    Cached as user agent -> address -> hash: nested lookups allocate nothing, where a
+    (ua, ip) key would be one more object per event for the garbage collector to track.
+    """
+    by_ip = _CLIENTS.get(ua)
+    if by_ip is None:
         if len(_CLIENTS) >= CACHE_SIZE:
             _CLIENTS.clear()
-        h = _CLIENTS[key] = zlib.crc32(f"{ua}\x1f{ip}".encode()) | 1 if ua or ip else 0
+        by_ip = _CLIENTS[ua] = {}
+    h = by_ip.get(ip)
+    if h is None:
+        if len(by_ip) >= CACHE_SIZE:
+            by_ip.clear()
+        h = by_ip[ip] = zlib.crc32(f"{ua}\x1f{ip}".encode()) | 1 if ua or ip else 0
     return h
 
 
@@ -154,7 +162,8 @@ def prompt_bits(prompt: str | None, cache: dict | None = None) -> tuple | None:
 
 
 CACHE_SIZE = 1 << 15
-_CLIENTS: dict = {}
+_CLIENTS: dict = {}   # user agent -> address -> client_hash
+_NO_CLIENTS: dict = {}
 
 
 def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
