@@ -11,8 +11,10 @@ import math
 
 import numpy as np
 import orjson
+import pytest
 
 from pipeline.contracts.events import Event
+from pipeline.detect import features
 from pipeline.detect.coverwatch import CoverwatchDetector
 from pipeline.process import Processor
 
@@ -69,12 +71,20 @@ def digest(rows) -> str:
     return hashlib.sha256(orjson.dumps(rows)).hexdigest()
 
 
-def test_per_event_path_matches_the_reference_implementation():
+@pytest.mark.parametrize("numpy_fold", [True, False])
+def test_per_event_path_matches_the_reference_implementation(numpy_fold, monkeypatch):
+    import pipeline.detect.batch_fold as batch_fold
+    calls = []
+    fold_events = batch_fold.fold_events
+    monkeypatch.setattr(batch_fold, "fold_events", lambda *a: calls.append(1) or fold_events(*a))
+    if not numpy_fold:
+        monkeypatch.setattr(features, "BATCH_FOLD_MIN", 10**9)
     events = stream()
     det = CoverwatchDetector()
     scored = []
     for i in range(0, len(events), 997):
         scored += det.update_many(events[i:i + 997])
+    assert bool(calls) == numpy_fold
     assert digest(core_outputs(scored)) == GOLDEN
 
 

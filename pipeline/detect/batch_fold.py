@@ -282,8 +282,9 @@ def fold_batch(uniq: list, slot: np.ndarray, code: np.ndarray, has: np.ndarray,
                                                 ("distinct12", nov12))}
     ncum_l, tso_l, seg_l = ncum.tolist(), tso.tolist(), seg.tolist()
     nov_f = np.where(nov14[hv], 1.0, 0.0).tolist()       # ADWIN input, coded events in order
-    mh = (c14.astype(np.uint64) * np.uint64(_GOLDEN)).tolist()
-    nov14_l = nov14[hv].tolist()
+    new14 = np.flatnonzero(nov14[hv])                   # coded events new at 14 bits
+    mh = (c14[new14].astype(np.uint64) * np.uint64(_GOLDEN)).tolist()   # their MinHash values
+    new14 = new14.tolist()
     fed = np.searchsorted(sv, np.arange(k)).tolist()     # per tenant: coded events folded so far
     hv_l = hv.tolist()
 
@@ -296,7 +297,7 @@ def fold_batch(uniq: list, slot: np.ndarray, code: np.ndarray, has: np.ndarray,
         lo = fed[t]
         if upto > lo:
             _feed(s.adwin, nov_f[lo:upto])
-            hashes = [mh[j] for j in range(lo, upto) if nov14_l[j]]
+            hashes = mh[bisect_right(new14, lo - 1):bisect_right(new14, upto - 1)]
             if hashes:
                 s.minhash = sorted(s.minhash + hashes)[:MINHASH_K]
             fed[t] = upto
