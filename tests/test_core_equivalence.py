@@ -73,7 +73,7 @@ def digest(rows) -> str:
 
 @pytest.mark.parametrize("numpy_fold", [True, False])
 def test_per_event_path_matches_the_reference_implementation(numpy_fold, monkeypatch):
-    import pipeline.detect.batch_fold as batch_fold
+    from pipeline.detect import batch_fold
     calls = []
     fold_events = batch_fold.fold_events
     monkeypatch.setattr(batch_fold, "fold_events", lambda *a: calls.append(1) or fold_events(*a))

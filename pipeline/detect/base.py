@@ -1,8 +1,9 @@
 """The protocol every detector (ours and the baselines) implements."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Protocol, Sequence
+from typing import Protocol
 
 from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event
@@ -37,7 +38,7 @@ class ScoredBatch(Sequence[Scored]):
     (2, 3, True, {'window': 1}, [0.5, 0.0], [])
     """
 
-    __slots__ = ("cells", "novel", "scores", "drifts", "special")
+    __slots__ = ("cells", "drifts", "novel", "scores", "special")
 
     def __init__(self, cells: list[int], novel: list[bool], scores: list[float],
                  drifts: list[float], special: dict[int, Scored] | None = None):

@@ -41,15 +41,23 @@ True
 from __future__ import annotations
 
 import math
-from operator import attrgetter
 from bisect import bisect_right
+from operator import attrgetter
 
 import numpy as np
 
 from pipeline.detect.base import Scored, ScoredBatch
-from pipeline.detect.features import (_CLIENTS, _GOLDEN, _NO_CLIENTS, ESTABLISHED,
-                                      MAX_CLIENTS, MINHASH_K, TenantState, client_hash,
-                                      prompt_bits)
+from pipeline.detect.features import (
+    _CLIENTS,
+    _GOLDEN,
+    _NO_CLIENTS,
+    ESTABLISHED,
+    MAX_CLIENTS,
+    MINHASH_K,
+    TenantState,
+    client_hash,
+    prompt_bits,
+)
 
 # window counters summed per segment, in the column order of ``fold_batch``'s matrix
 _COUNTS = ("w_n", "w_v", "w_p", "w_nov8", "w_nov12", "w_nov14", "w_spread", "w_spread6",
@@ -73,10 +81,12 @@ def _bits(rows: np.ndarray, r: np.ndarray, i: np.ndarray) -> np.ndarray:
 
 
 def _set(rows: np.ndarray, r: np.ndarray, i: np.ndarray) -> None:
+    """Set bit ``i`` of row ``r`` (unbuffered: two bits of one byte both land)."""
     np.bitwise_or.at(rows, (r, i >> 3), np.left_shift(1, i & 7).astype(np.uint8))
 
 
 def _rows(states: list, name: str) -> np.ndarray:
+    """One bitmap of each state as the rows of a (writable) copy."""
     return np.frombuffer(bytearray().join([getattr(s, name) for s in states]),
                          np.uint8).reshape(len(states), -1)
 

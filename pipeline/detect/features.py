@@ -1,10 +1,12 @@
 """Per-tenant state, its per-event update and the window summary it emits every W events.
 
 The state is a small slotted dataclass of bitmaps, a bottom-k sketch, an ADWIN and
-window counters (a few KB; :func:`state_bytes` measures it). :func:`observe` folds one
-event in; :func:`summarise` turns the current window into a feature vector and starts the
-next window. Nothing here knows about other tenants: population scoring lives in
-:mod:`pipeline.detect.population`.
+window counters (a few KB; :func:`state_bytes` measures it). :func:`fold` folds events in
+one by one (:func:`observe`: one event), stopping at each filled window;
+:func:`pipeline.detect.batch_fold.fold_events` does the same for a large batch with numpy,
+with identical results; :func:`summarise` turns the current window into a feature vector
+and starts the next window. Nothing here knows about other tenants: population scoring
+lives in :mod:`pipeline.detect.population`.
 
 Features of one window (all in [0, 1] except where noted; NaN when the window had no
 event carrying the signal):
@@ -33,8 +35,8 @@ from __future__ import annotations
 import math
 import pickle
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from river.drift import ADWIN
 
@@ -241,8 +243,7 @@ def fold(states: list[TenantState], codes: list, bits: list, ts: list, tokens: l
         if s.w_first_ts < 0:
             s.w_first_ts = t
         elif s.last_ts >= 0:
-            dt = t - s.last_ts
-            dt = (dt if dt > 0 else 0) / 1000.0
+            dt = max(t - s.last_ts, 0) / 1000.0
             s.w_dt_n += 1
             s.w_dt += dt
             s.w_dt2 += dt * dt
