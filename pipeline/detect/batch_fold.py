@@ -129,10 +129,10 @@ def fold_events(tenants: dict, events: list, codes: tuple, window: int, out: Sco
     slot = np.array(list(map(where.__getitem__, tids)), np.int64)
     get = texts.get
     prompts = [e.prompt for e in events]
-    packed = [(b[0] if (b := get(p)) is not None else -2) if p else -1 for p in prompts]
+    packed = [get(p, -2) if p else -1 for p in prompts]
     for i, v in enumerate(packed):
         if v == -2:
-            packed[i] = prompt_bits(prompts[i], texts)[0]
+            packed[i] = prompt_bits(prompts[i], texts)
     by_ua = _CLIENTS.get
     cli = [by_ua(e.user_agent, _NO_CLIENTS).get(e.client_ip) for e in events]
     for i, v in enumerate(cli):

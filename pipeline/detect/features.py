@@ -135,14 +135,14 @@ def client_hash(ua: str | None, ip: str | None) -> int:
     return h
 
 
-def prompt_bits(prompt: str | None, cache: dict | None = None) -> tuple | None:
-    """A prompt's text signals as bitmap positions: (all packed in one int, cot, exact byte,
-    exact bit, head byte, head bit, tail byte, tail bit; tail byte -1 for short prompts),
-    None without a prompt. The packed int is ``exact | head << 13 | (tail + 1) << 25 |
-    cot << 38`` (13-bit exact-text and 12-bit skeleton positions, tail -1 when none).
+def prompt_bits(prompt: str | None, cache: dict | None = None) -> int | None:
+    """A prompt's text signals as bitmap positions packed in one int (None without a
+    prompt): ``exact | head << 13 | (tail + 1) << 25 | cot << 38``, with 13-bit exact-text
+    and 12-bit skeleton positions, tail -1 for short prompts.
 
     ``cache`` (text -> bits, the detector's own, bounded): re-sent prompts are common and
-    the signals cost microseconds of string work per prompt.
+    the signals cost microseconds of string work per prompt. Its values are plain ints,
+    which the garbage collector does not track (a tuple per prompt made it scan the heap).
     """
     if not prompt:
         return None
@@ -156,10 +156,7 @@ def prompt_bits(prompt: str | None, cache: dict | None = None) -> tuple | None:
         head, tail = skeletons(prompt)
         head &= 0xFFF
         tail = tail & 0xFFF if tail != 0 else -1
-        cot = is_cot(prompt)
-        b = cache[prompt] = (ex | head << 13 | (tail + 1) << 25 | cot << 38, cot, ex >> 3,
-                             1 << (ex & 7), head >> 3, 1 << (head & 7), tail >> 3,
-                             1 << (tail & 7))
+        b = cache[prompt] = ex | head << 13 | (tail + 1) << 25 | is_cot(prompt) << 38
     return b
 
 
@@ -301,22 +298,25 @@ def fold(states: list[TenantState], codes: list, bits: list, ts: list, tokens: l
         if b is not None:
             s.npr += 1
             s.w_p += 1
-            _, cot, j, bit, hj, hbit, tj, tbit = b
-            if cot:
+            if b >> 38:
                 s.w_cot += 1
-            bm = s.ex_seen
+            bm, c = s.ex_seen, b & 0x1FFF
+            j, bit = c >> 3, 1 << (c & 7)
             new = not bm[j] & bit
             if new:
                 bm[j] |= bit
-            bm = s.sk_seen
-            seen = bm[hj] & hbit
+            bm, c = s.sk_seen, (b >> 13) & 0xFFF
+            j, bit = c >> 3, 1 << (c & 7)
+            seen = bm[j] & bit
             if not seen:
-                bm[hj] |= hbit
-            if tj >= 0:
-                if bm[tj] & tbit:
+                bm[j] |= bit
+            c = ((b >> 25) & 0x1FFF) - 1
+            if c >= 0:
+                j, bit = c >> 3, 1 << (c & 7)
+                if bm[j] & bit:
                     seen = True
                 else:
-                    bm[tj] |= tbit
+                    bm[j] |= bit
             if new:
                 if novel14:
                     s.w_fresh += 1
