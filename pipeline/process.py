@@ -6,12 +6,14 @@ so what the benchmark measures is what runs in production.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from itertools import islice
 from typing import Sequence
+
+import numpy as np
 
 from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event
-from pipeline.detect.base import Detector, Scored
+from pipeline.detect.base import Detector, Scored, batch_alerts
 
 log = logging.getLogger(__name__)
 
@@ -51,46 +53,75 @@ class Processor:
     """
 
     def __init__(self, detector: Detector, embedder=None, dedup_window: int = 200_000,
-                 sketcher=None, stage=None):
+                 sketcher=None, stage=None, vector_cache: int = 8192):
         self.detector = detector
         self.embedder = embedder
         self.sketcher = sketcher
         self.stage = stage
         self.dedup_window = dedup_window
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self.vector_cache = vector_cache       # recent prompts whose vectors are kept
+        self._vectors: dict[str, np.ndarray] = {}
+        self._recent: dict[str, None] = {}
         self.duplicates = 0
 
     def _fresh(self, events: Sequence[Event]) -> list[Event]:
-        out = []
         recent = self._recent
-        for e in events:
-            key = e.tenant_id + "\x1f" + e.event_id
-            if key in recent:
-                self.duplicates += 1
-                continue
-            recent[key] = None
-            out.append(e)
-        while len(recent) > self.dedup_window:
-            recent.popitem(last=False)
+        keys = [e.tenant_id + "\x1f" + e.event_id for e in events]
+        batch = dict.fromkeys(keys)
+        if len(batch) == len(keys) and recent.keys().isdisjoint(batch):
+            recent.update(batch)   # the usual case: all new, checked and added in C
+            out = list(events)
+        else:
+            out = []
+            for e, key in zip(events, keys):
+                if key in recent:
+                    self.duplicates += 1
+                    continue
+                recent[key] = None
+                out.append(e)
+        excess = len(recent) - self.dedup_window
+        if excess > 0:   # forget the oldest (a dict keeps insertion order)
+            for key in list(islice(recent, excess)):
+                del recent[key]
         return out
 
     def embed(self, events: Sequence[Event]) -> None:
+        """Fill missing embeddings: each distinct prompt of the batch is embedded once, and
+        vectors of the last ``vector_cache`` prompts are reused: re-sent prompts are common,
+        and the hashing embedder gives a text the same vector in any batch (bit for bit), so
+        this changes no result."""
         for e in events:
             e.extra["provided_embedding"] = e.embedding is not None
         if self.embedder is None:
             return
         todo = [e for e in events if e.embedding is None and e.prompt]
-        if todo:
-            vectors = self.embedder.embed([e.prompt for e in todo])
-            for e, v in zip(todo, vectors):
-                e.embedding = v
+        if not todo:
+            return
+        cache = self._vectors
+        got = {}
+        for e in todo:
+            p = e.prompt
+            if p not in got:
+                got[p] = cache.pop(p, None)   # popped, re-added below: most recent last
+        new = [p for p, v in got.items() if v is None]
+        if new:
+            vectors = np.asarray(self.embedder.embed(new))
+            vectors.flags.writeable = False   # rows are shared by events and the cache
+            got.update(zip(new, vectors))
+        cache.update(got)
+        excess = len(cache) - self.vector_cache
+        if excess > 0:
+            for p in list(islice(cache, excess)):
+                del cache[p]
+        for e in todo:
+            e.embedding = got[e.prompt]
 
     def process(self, events: Sequence[Event]) -> tuple[list[Event], list[Scored], list[Alert]]:
         """Returns the events kept (duplicates dropped), their scores, and the alerts raised."""
         fresh = self._fresh(events)
         self.embed(fresh)
         scored = self.detector.update_many(fresh)
-        alerts = [a for s in scored for a in s.alerts]
+        alerts = batch_alerts(scored)
         if self.sketcher is not None:
             self.sketcher.observe_batch(fresh, scored)
             if self.stage is not None:

@@ -1,8 +1,9 @@
 """The protocol every detector (ours and the baselines) implements."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event
@@ -20,6 +21,65 @@ class Scored:
     # the tenant's window summary when this event closed a window (coverwatch), else None:
     # {"tenant_id", "ts_ms", "events_seen", "window", "features", "score", "cells_minhash"}
     summary: dict | None = None
+
+
+class ScoredBatch(Sequence[Scored]):
+    """What the detector says about a batch of events, kept as columns.
+
+    A :class:`Scored` per event costs more than the rest of the per-event work, so a batch
+    keeps ``cells``, ``novel``, ``scores`` and ``drifts`` as lists and holds real
+    :class:`Scored` objects only for events that raised alerts or carry a window summary
+    (``special``: index -> Scored). Indexing and iteration build the others on demand, so it
+    behaves as the ``list[Scored]`` of the protocol; column readers skip that cost.
+
+    >>> b = ScoredBatch([3, 0], [True, False], [0.5, 0.25], [0.0, 0.0])
+    >>> b.special[1] = Scored(cell=0, summary={"window": 1})
+    >>> len(b), b[0].cell, b[0].novel, b[1].summary, [s.score for s in b], b.alerts()
+    (2, 3, True, {'window': 1}, [0.5, 0.0], [])
+    """
+
+    __slots__ = ("cells", "drifts", "novel", "scores", "special")
+
+    def __init__(self, cells: list[int], novel: list[bool], scores: list[float],
+                 drifts: list[float], special: dict[int, Scored] | None = None):
+        self.cells, self.novel, self.scores, self.drifts = cells, novel, scores, drifts
+        self.special: dict[int, Scored] = {} if special is None else special
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def _one(self, i: int) -> Scored:
+        s = self.special.get(i)
+        if s is None:
+            s = Scored(self.cells[i], self.novel[i], self.scores[i], self.drifts[i])
+        return s
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._one(j) for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError("ScoredBatch index out of range")
+        return self._one(i)
+
+    def __iter__(self) -> Iterator[Scored]:
+        special = self.special
+        for i, (c, n, sc, d) in enumerate(zip(self.cells, self.novel, self.scores,
+                                               self.drifts)):
+            s = special.get(i)
+            yield Scored(c, n, sc, d) if s is None else s
+
+    def alerts(self) -> list[Alert]:
+        """Every alert of the batch, in event order."""
+        return [a for i in sorted(self.special) for a in self.special[i].alerts]
+
+
+def batch_alerts(scored: Sequence[Scored]) -> list[Alert]:
+    """Every alert raised in a batch (a :class:`ScoredBatch` or any sequence of Scored)."""
+    if isinstance(scored, ScoredBatch):
+        return scored.alerts()
+    return [a for s in scored for a in s.alerts]
 
 
 class Detector(Protocol):

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import zlib
 from collections import deque
 from typing import Iterable
 
@@ -58,8 +57,8 @@ from river.anomaly import HalfSpaceTrees
 
 from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event
-from pipeline.detect.base import Scored
-from pipeline.detect.features import FEATURES, TenantState, observe, summarise
+from pipeline.detect.base import Scored, ScoredBatch
+from pipeline.detect.features import FEATURES, TenantState, observe_events, summarise
 from pipeline.detect.lsh import SignProjector
 from pipeline.detect.policy import describe
 from pipeline.detect.population import BUCKETS, Population, age_bucket, feeds_population
@@ -181,6 +180,7 @@ class CoverwatchDetector:
     def _reset(self) -> None:
         self._proj = SignProjector(self.seed)
         self._tenants: dict[str, TenantState] = {}
+        self._texts: dict = {}   # prompt -> its text signals (features.prompt_bits)
         self._pop = Population(len(ALL_FEATURES), min_windows=self.min_windows)
         self._hst = HalfSpaceTrees(n_trees=self.hst_trees, height=self.hst_height,
                                    window_size=self.hst_window, seed=self.seed)
@@ -263,22 +263,16 @@ class CoverwatchDetector:
 
     # -- the protocol -------------------------------------------------------------------
     def update(self, event: Event) -> Scored:
-        emb = event.embedding
-        code = self._proj.code(emb) if emb is not None and len(emb) else None
-        return self._update(event, code)
+        return self.update_many([event])[0]
 
-    def update_many(self, events: Iterable[Event]) -> list[Scored]:
+    def update_many(self, events: Iterable[Event]) -> ScoredBatch:
         events = list(events)
-        codes: list[int | None] = [None] * len(events)
-        by_dim: dict[int, list[int]] = {}
-        for i, e in enumerate(events):
-            if e.embedding is not None and len(e.embedding):
-                by_dim.setdefault(len(e.embedding), []).append(i)
-        for idx in by_dim.values():
-            got = self._proj.codes(np.stack([events[i].embedding for i in idx]))
-            for i, c in zip(idx, got.tolist()):
-                codes[i] = c
-        return [self._update(e, c) for e, c in zip(events, codes)]
+        codes = self._proj.codes_of([e.embedding for e in events])
+        scored = ScoredBatch([], [], [], [])
+        for i, s in observe_events(self._tenants, events, codes, self.window, scored,
+                                   self._texts):
+            self._close_window(s, events[i], scored[i])
+        return scored
 
     def dump_tenant(self, tenant_id: str) -> bytes | None:
         s = self._tenants.get(tenant_id)
@@ -312,18 +306,6 @@ class CoverwatchDetector:
         return len(self._tenants)
 
     # -- internals ----------------------------------------------------------------------
-    def _update(self, event: Event, code: int | None) -> Scored:
-        s = self._tenants.get(event.tenant_id)
-        if s is None:
-            s = self._tenants[event.tenant_id] = TenantState()
-        ua, ip = event.user_agent, event.client_ip
-        client = zlib.crc32(f"{ua}\x1f{ip}".encode()) | 1 if ua or ip else 0
-        cell, novel = observe(s, code, event.prompt, event.ts_ms, event.output_tokens, client)
-        scored = Scored(cell=cell, novel=novel, score=s.smooth, drift=s.drift_level)
-        if s.w_n >= self.window:
-            self._close_window(s, event, scored)
-        return scored
-
     def _close_window(self, s: TenantState, event: Event, scored: Scored) -> None:
         w_v, w_p, w_tok = s.w_v, s.w_p, s.w_tok_n
         feats = summarise(s)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 
 N_BITS = 64
-_WEIGHTS = (np.uint64(1) << np.arange(N_BITS, dtype=np.uint64))
 
 
 class SignProjector:
@@ -47,10 +46,28 @@ class SignProjector:
         if len(x) == 0:
             return np.zeros(0, dtype=np.uint64)
         bits = (x @ self.planes(x.shape[1])) > 0
-        return (bits.astype(np.uint64) * _WEIGHTS).sum(axis=1, dtype=np.uint64)
+        # bit j of the code is hyperplane j: pack 64 sign bits little-endian into one uint64
+        return np.packbits(bits, axis=1, bitorder="little").view("<u8").ravel()
 
     def code(self, v: np.ndarray) -> int:
         return int(self.codes(v)[0])
+
+    def codes_of(self, vectors: list) -> tuple[np.ndarray, np.ndarray]:
+        """Codes of a batch of vectors, one matrix multiply per vector dimension present:
+        ``(uint64 codes, bool has)``, code 0 and has False for a None or empty vector.
+
+        >>> c, has = SignProjector(7).codes_of([None, np.ones(3), np.ones(2), np.zeros(0)])
+        >>> has.tolist(), int(c[0]), int(c[3])
+        ([False, True, True, False], 0, 0)
+        """
+        dims = np.array([0 if v is None else len(v) for v in vectors], np.int64)
+        codes = np.zeros(len(dims), np.uint64)
+        if len(dims) and dims.min() == dims.max() > 0:
+            return self.codes(np.array(vectors, dtype=np.float32)), dims > 0
+        for d in np.unique(dims[dims > 0]).tolist():
+            idx = np.flatnonzero(dims == d)
+            codes[idx] = self.codes(np.array([vectors[i] for i in idx], dtype=np.float32))
+        return codes, dims > 0
 
 
 def hamming(a: int, b: int) -> int:

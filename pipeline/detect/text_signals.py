@@ -34,11 +34,13 @@ COT_PHRASES = (
 # every phrase contains one of these: a cheap first pass before the full phrase list
 _ANCHORS = ("step", "reason", "think", "show", "walk", "chain", "justif", "before",
             "intermediate", "explain", "work it", "rationale")
-_DIGITS = str.maketrans("0123456789", "0000000000")
+# digits to 0 on the UTF-8 bytes: same as on the str (multi-byte sequences hold no ASCII
+# digit bytes), and bytes.translate is a C table lookup where str.translate is a dict per char
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 
 
 def _norm(s: str) -> bytes:
-    return s.lower().translate(_DIGITS).encode("utf-8", "surrogatepass")
+    return s.lower().encode("utf-8", "surrogatepass").translate(_DIGITS)
 
 
 def skeletons(prompt: str) -> tuple[int, int]:
