@@ -264,10 +264,11 @@ def create_app(settings: Settings) -> faust.App:
         async def post(self, request):
             return await run_query(self, request, await request.json())
 
-    @app.task
-    async def warm_sink():
-        await asyncio.get_running_loop().run_in_executor(db_thread, lambda: sink.client)
+    def warm_sink():
+        sink.client
         log.info("clickhouse ready at %s", s.clickhouse_dsn.split("@")[-1])
+    # Opening the engine and migrating take seconds: overlap them with Faust's start-up.
+    db_thread.submit(warm_sink)
 
     return app
 
