@@ -37,11 +37,14 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 
-from pipeline.bench._worker_proc import REPO, Worker, detector_name, embedder_source
+from pipeline.bench._worker_proc import REPO, detector_name, embedder_source
+from pipeline.settings import Settings
+from pipeline.testing.worker import WorkerProcess, free_port, isolated_settings, topic_partitions
 
 # Sizes are bounded by what the worker sustains today (hundreds of events/s end to end):
 # e2e and scale-out time is N / rate, and a latency run the worker cannot keep up with is
@@ -187,14 +190,19 @@ def start_broker(cls, attempts: int = 3):
                 raise
 
 
-def topics_for(broker, tag: str) -> dict:
-    uid = uuid.uuid4().hex[:6]
-    t = {"topic_logs": f"bench-{tag}-logs-{uid}", "topic_events": f"bench-{tag}-events-{uid}",
-         "topic_alerts": f"bench-{tag}-alerts-{uid}", "topic_dlq": f"bench-{tag}-dlq-{uid}",
-         "app_id": f"bench-{tag}-{uid}"}
-    broker.create_topics({t["topic_logs"]: 4, t["topic_events"]: 4, t["topic_alerts"]: 1,
-                          t["topic_dlq"]: 1})
-    return t
+def topics_for(broker, work: Path, tag: str, detector: str) -> Settings:
+    """Settings of one benchmark phase: its own 4-partition topics and app id (created here)."""
+    s = isolated_settings(broker.bootstrap, work / tag, uid=f"bench-{tag}-{uuid.uuid4().hex[:6]}",
+                          partitions=4, detector=detector)
+    broker.create_topics(topic_partitions(s))
+    return s
+
+
+def bench_worker(s: Settings, work: Path, name: str) -> WorkerProcess:
+    """A worker of phase ``s`` with its own ClickHouse, data directory and web port."""
+    own = replace(s, clickhouse_dsn=f"chdb://{work / (name + '-clickhouse')}",
+                  data_dir=str(work / (name + "-data")), web_port=free_port())
+    return WorkerProcess(own, work, name=name, module="pipeline.bench._worker_proc")
 
 
 # ---- bare consumer ---------------------------------------------------------------------------
@@ -246,7 +254,7 @@ def wait_until(cond, timeout: float, poll: float = 0.2, workers=()) -> bool:
     return False
 
 
-def start_profiler(profile_dir, worker: Worker, name: str):
+def start_profiler(profile_dir, worker: WorkerProcess, name: str):
     if not profile_dir:
         return None
     spy = Path(sys.executable).with_name("py-spy")
@@ -269,10 +277,9 @@ def stop_profiler(p) -> None:
             p.kill()
 
 
-def e2e(broker, work: Path, mode: str, topics: dict, n: int, detector: str,
+def e2e(broker, work: Path, mode: str, topics: Settings, n: int, detector: str,
         profile_dir=None) -> dict:
-    w = Worker(broker.bootstrap, work / f"e2e-{mode}", detector=detector, name=f"e2e-{mode}",
-               **topics)
+    w = bench_worker(topics, work / f"e2e-{mode}", f"e2e-{mode}")
     try:
         w.start()
         startup = w.ready_at - w.launched_at
@@ -352,19 +359,18 @@ def _pct(xs: list[float], q: float) -> float | None:
 
 def latency(broker, work: Path, mode: str, rests: list[bytes], keys: list[bytes], rate: int,
             duration: float, detector: str, drain_s: float = 60) -> dict:
-    topics = topics_for(broker, f"lat-{mode}")
-    w = Worker(broker.bootstrap, work / f"lat-{mode}", detector=detector, name=f"lat-{mode}",
-               **topics)
+    topics = topics_for(broker, work, f"lat-{mode}", detector)
+    w = bench_worker(topics, work / f"lat-{mode}", f"lat-{mode}")
     alerts: list = []
     stop = threading.Event()
     listener = threading.Thread(target=_alert_listener, daemon=True,
-                                args=(broker.bootstrap, topics["topic_alerts"], stop, alerts))
+                                args=(broker.bootstrap, topics.topic_alerts, stop, alerts))
     try:
         w.start()
         warm = min(500, len(rests))
         ms = lambda: int(time.time() * 1000)  # noqa: E731
         asyncio.run(_produce_paced(   # warm-up (and partition assignment) before timing
-            broker.bootstrap, topics["topic_logs"],
+            broker.bootstrap, topics.topic_logs,
             lambda i: (keys[i], b'{"ts":%d,"event_id":"warm-%d",' % (ms(), i) + rests[i]),
             warm, 10_000))
         if not wait_until(lambda: w.detected() >= warm, 120, workers=[w]):
@@ -376,7 +382,7 @@ def latency(broker, work: Path, mode: str, rests: list[bytes], keys: list[bytes]
         cpu0 = w.cpu_seconds()
         t0 = time.perf_counter()
         facts = asyncio.run(_produce_paced(
-            broker.bootstrap, topics["topic_logs"],
+            broker.bootstrap, topics.topic_logs,
             lambda i: (keys[i % nrest],
                        b'{"ts":%d,"event_id":"lat-%d",' % (ms(), i) + rests[i % nrest]),
             total, rate))
@@ -440,13 +446,12 @@ def group_stable(bootstrap: str, group: str, members: int) -> bool:
 
 
 def scale_run(broker, work: Path, k: int, values, keys, detector: str) -> dict:
-    topics = topics_for(broker, f"scale{k}")
-    ws = [Worker(broker.bootstrap, work / f"scale{k}", detector=detector, name=f"scale{k}-w{i}",
-                 **topics) for i in range(k)]
+    topics = topics_for(broker, work, f"scale{k}", detector)
+    ws = [bench_worker(topics, work / f"scale{k}", f"scale{k}-w{i}") for i in range(k)]
     try:
         for w in ws:
             w.start()
-        if not wait_until(lambda: group_stable(broker.bootstrap, topics["app_id"], k), 120,
+        if not wait_until(lambda: group_stable(broker.bootstrap, topics.app_id, k), 120,
                           poll=1.0, workers=ws):
             raise RuntimeError("consumer group did not become stable")
         time.sleep(3.0)   # let Faust finish its recovery after the last rebalance
@@ -456,7 +461,7 @@ def scale_run(broker, work: Path, k: int, values, keys, detector: str) -> dict:
         t0 = time.monotonic()
         res: dict = {}
         th = threading.Thread(target=lambda: res.update(
-            produce_s=produce_all(broker.bootstrap, topics["topic_logs"], values, keys)))
+            produce_s=produce_all(broker.bootstrap, topics.topic_logs, values, keys)))
         th.start()
         ok = wait_until(lambda: sum(max(w.detected(), 0) for w in ws) >= n,
                         timeout=max(300, n / 200), poll=0.1, workers=ws)
@@ -675,12 +680,12 @@ def run(args: argparse.Namespace) -> int:
                 r[mode]["message_bytes_mean"] = round(sum(map(len, values)) / n)
                 r[mode]["tenants_in_topic"] = n_tenants
                 if {"bare", "e2e"} & kafka_parts:
-                    topics = topics_for(broker, f"e2e-{mode}")
-                    secs = produce_all(broker.bootstrap, topics["topic_logs"], values, keys)
+                    topics = topics_for(broker, work, f"e2e-{mode}", detector)
+                    secs = produce_all(broker.bootstrap, topics.topic_logs, values, keys)
                     log(f"{mode}: pre-loaded {n:,} events in {secs:.1f} s "
                         f"({r[mode]['message_bytes_mean']:,} B each)")
                     if "bare" in kafka_parts:
-                        b = bare_consumer(broker.bootstrap, topics["topic_logs"], n)
+                        b = bare_consumer(broker.bootstrap, topics.topic_logs, n)
                         r[mode]["bare"] = b
                         r[mode]["bare_consumer_events_per_s"] = b["events_per_s"]
                         log(f"{mode}: bare consumer {b['events_per_s']:,} events/s")

@@ -274,6 +274,12 @@ def create_app(settings: Settings) -> faust.App:
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    import gc
+
     from faust.worker import Worker
     app = create_app(settings)
+    # Batches allocate many short-lived objects while tenant state keeps many long-lived
+    # ones: with the default thresholds the collector walked that state every few batches.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     Worker(app, loglevel=loglevel).execute_from_commandline()
