@@ -265,7 +265,9 @@ def create_app(settings: Settings) -> faust.App:
             return await run_query(self, request, await request.json())
 
     def warm_sink():
-        sink.client
+        from clickhouse_connect.driver import options
+        sink.client.ping()
+        options.pd  # the first insert would import pandas (seconds) inside the first batch
         log.info("clickhouse ready at %s", s.clickhouse_dsn.split("@")[-1])
     # Opening the engine and migrating take seconds: overlap them with Faust's start-up.
     db_thread.submit(warm_sink)

@@ -35,12 +35,12 @@ CHUNK_BYTES = 4 * 1024 * 1024       # internal messages stay well under INTERNAL
 POLL_WITHIN_MS = 100                # an idle poll returns after this; a busy one at once
 
 
-def chunks(events: list) -> Iterator[list]:
-    """Split one partition's events into internal messages of about CHUNK_BYTES."""
+def chunks(events: list, limit: int = CHUNK_BYTES) -> Iterator[list]:
+    """Split one partition's events into internal messages of about ``limit`` bytes."""
     chunk, size = [], 0
     for e in events:
         est = 200 + len(e.prompt or "") * 4 + (0 if e.embedding is None else 4 * len(e.embedding))
-        if chunk and size + est > CHUNK_BYTES:
+        if chunk and size + est > limit:
             yield chunk
             chunk, size = [], 0
         chunk.append(e)
@@ -70,7 +70,8 @@ def dlq_record(raw: bytes, reason: str, detail: str, topic: str, partition: int,
     return orjson.dumps(record)
 
 
-def validate_batch(records, adapter, embedding_dim: int | None, partitions: int
+def validate_batch(records, adapter, embedding_dim: int | None, partitions: int,
+                   chunk_bytes: int = CHUNK_BYTES
                    ) -> tuple[list[tuple[int, bytes]], list[tuple[bytes | None, bytes]]]:
     """Consumer records -> (internal messages per partition, dead letters). Runs off the loop."""
     groups: dict[int, list] = {}
@@ -82,7 +83,8 @@ def validate_batch(records, adapter, embedding_dim: int | None, partitions: int
                                              rec.partition, rec.offset)))
         for e in accepted:
             groups.setdefault(partition_for(e.tenant_id, partitions), []).append(e)
-    out = [(p, encode_batch(chunk)) for p, evs in groups.items() for chunk in chunks(evs)]
+    out = [(p, encode_batch(chunk)) for p, evs in groups.items()
+           for chunk in chunks(evs, chunk_bytes)]
     return out, dead
 
 
