@@ -180,7 +180,7 @@ def create_app(settings: Settings) -> faust.App:
         # knows only the topics it was asked about (ingest may send before the table exists).
         await app.producer._ensure_producer().client._wait_on_metadata(
             state.changelog_topic.get_topic_name())
-        async for batch in stream.take_events(256, within=s.sink_within_s):
+        async for batch in stream.take_events(64, within=s.sink_within_s):
             t0 = time.perf_counter()
             kept, scored, alerts, failed, states = await loop.run_in_executor(
                 cpu_thread, detect_batch, batch)
