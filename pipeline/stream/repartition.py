@@ -150,10 +150,12 @@ class Repartitioner:
                     await self._forward(loop, records)
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # noqa: BLE001 - re-read the batch from the last commit
-                    log.exception("ingest batch failed; re-reading from the last commit")
+                except Exception:  # noqa: BLE001 - nothing committed: read the batch again
+                    log.exception("ingest batch failed; reading it again")
                     await asyncio.sleep(1.0)
-                    await c.seek_to_committed()
+                    for tp, recs in batches.items():
+                        if tp in c.assignment():
+                            c.seek(tp, recs[0].offset)
                     continue
                 offsets = {tp: recs[-1].offset + 1 for tp, recs in batches.items()}
                 try:
