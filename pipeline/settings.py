@@ -45,7 +45,7 @@ class Settings:
     store_prompts: str = "none"     # none | hash | text
     prompt_salt: str = ""
     sink_batch: int = 5_000
-    sink_within_s: float = 1.0
+    sink_within_s: float = 0.25     # a detect batch waits at most this for more messages
     detector: str = "coverwatch"
     campaigns: bool = True             # the coordinated-campaign stage
     topic_summaries: str = "coverwatch-summaries"   # account summaries -> campaign stage

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -112,3 +113,19 @@ def test_alert_ids_are_deterministic_and_the_dict_matches_the_schema():
     assert set(d) == set(schema["properties"])
     with pytest.raises(ValueError):
         Alert.new(**{**kw, "severity": "info"})
+
+
+@pytest.mark.parametrize("value,ok", [(3.4028234663852886e38, True), (-3.4028234663852886e38, True),
+                                      (3.4028235677973362e38, True),   # rounds down to max
+                                      (3.4028235677973366e38, False),  # rounds to infinity
+                                      (1e-46, True), (1e39, False)])
+def test_embedding_accepted_exactly_while_it_fits_float32(value, ok):
+    """The all-floats fast path and the general path agree at float32's edge."""
+    for emb in ([0.5] * 383 + [value], [0] * 383 + [value]):   # floats only / with ints
+        if ok:
+            e = parse_event(msg(embedding=emb))
+            assert e.embedding.dtype == np.float32 and np.isfinite(e.embedding).all()
+        else:
+            with pytest.raises(Rejected) as exc:
+                parse_event(msg(embedding=emb))
+            assert exc.value.reason == "embedding_value"

@@ -22,7 +22,7 @@ from pipeline.replay import replay
 from pipeline.settings import Settings
 from pipeline.simulate.traffic import generate
 
-from tests.conftest import consume_all, query
+from tests.conftest import consume_all, make_worker, query
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "faults.json"
@@ -118,11 +118,6 @@ def settle(w, n: int, timeout: float = 300) -> dict:
     wait_processed(w, n, timeout=timeout)
     time.sleep(3)
     return counts(w)
-
-
-def make_worker(kafka, tmp_path, **env):
-    from tests.conftest import WorkerProcess
-    return WorkerProcess(kafka, tmp_path, **env)
 
 
 def test_worker_sigkill_restarts(fault_kafka, tmp_path, stream):

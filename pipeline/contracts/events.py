@@ -18,6 +18,7 @@ pipeline.contracts.events.Rejected: missing_field: tenant_id
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -34,6 +35,10 @@ MIN_TS_MS = 946_684_800_000
 MAX_TS_MS = 4_102_444_800_000
 
 _NUMBER_TYPES = {float, int}
+_FLOAT_ONLY = {float}
+# The smallest double that rounds to infinity as float32 (2**128 - 2**103, half an ulp past
+# float32's largest finite value).
+_F32_OVERFLOW = 2.0**128 - 2.0**103
 
 REASONS = (
     "oversized", "not_utf8", "invalid_json", "not_object", "missing_field", "wrong_type",
@@ -148,6 +153,13 @@ def _embedding(v: Any, dim: int | None) -> np.ndarray:
         raise Rejected("wrong_type", "embedding must be an array of numbers")
     if not v or (dim and len(v) != dim):
         raise Rejected("embedding_dim", f"embedding has {len(v)} values, deployment uses {dim}")
+    if set(map(type, v)) == _FLOAT_ONLY:
+        # The common case, 3x cheaper and with the same outcome as the general path below:
+        # doubles -> float64 in one C loop, then the float32 range is checked before the cast.
+        a64 = np.frombuffer(array("d", v), dtype=np.float64)
+        if not np.abs(a64).max() < _F32_OVERFLOW:   # also false for NaN
+            raise Rejected("embedding_value", "embedding contains NaN/Inf or values beyond float32")
+        return a64.astype(np.float32)
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             arr = np.asarray(v, dtype=np.float32)

@@ -1,9 +1,10 @@
-"""The Faust app: wiring only. Topics, one state table, two agents and two web pages.
+"""The Faust app: wiring only. Topics, one state table, the ingest task, two agents, two pages.
 
-Dataflow: ``api-logs`` -> ``ingest`` (validate; bad -> ``api-logs-dlq``; good -> the internal
-``coverwatch-events`` topic keyed by tenant, which is the repartition) -> ``detect`` (batches
-through :class:`pipeline.process.Processor`; alerts -> ``alerts``; rows -> ClickHouse; tenant
-state -> the ``tenant-state`` table, whose changelog restores it after a restart).
+Dataflow: ``api-logs`` -> ingest (:mod:`pipeline.stream.repartition`: a batch consumer that
+validates; bad -> ``api-logs-dlq``; good -> the internal ``coverwatch-events`` topic by tenant,
+which is the repartition) -> ``detect`` (batches through :class:`pipeline.process.Processor`;
+alerts -> ``alerts``; rows -> ClickHouse; tenant state -> the ``tenant-state`` table, whose
+changelog restores it after a restart).
 
 Delivery is at-least-once: a batch's offsets are acknowledged only after its ClickHouse
 insert succeeded (the sink retries, which is the backpressure), and every write is
@@ -13,45 +14,26 @@ source offset stored with it (an event at or below it is not learned twice).
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
 
 import faust
 import orjson
 
-from pipeline.contracts.events import ms_to_iso
-from pipeline.ingest import accept
 from pipeline.process import Processor, make_campaigns, make_detector, make_embedder
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import ClickHouseSink, token
-from pipeline.stream.codec import decode_batch, encode_batch, partition_for
+from pipeline.stream.codec import decode_batch
 from pipeline.stream.metrics import Metrics
+from pipeline.stream.repartition import Repartitioner, dlq_record
 from pipeline.stream.state import Checkpoints
 
 log = logging.getLogger("coverwatch.worker")
 
 
-DLQ_ORIGINAL_MAX = 1_048_576
 INTERNAL_MAX_BYTES = 8 * 1024 * 1024
-CHUNK_BYTES = 512 * 1024
-
-
-def chunks(events: list) -> Iterator[list]:
-    """Split one partition's events into internal messages of about CHUNK_BYTES."""
-    chunk, size = [], 0
-    for e in events:
-        est = 200 + len(e.prompt or "") * 4 + (0 if e.embedding is None else 4 * len(e.embedding))
-        if chunk and size + est > CHUNK_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(e)
-        size += est
-    if chunk:
-        yield chunk
+PRODUCER_BATCH_BYTES = 1024 * 1024
 
 
 def offset_ranges(batch) -> list:
@@ -61,27 +43,6 @@ def offset_ranges(batch) -> list:
         r = ranges.setdefault(ev.message.partition, [ev.message.offset, ev.message.offset])
         r[0], r[1] = min(r[0], ev.message.offset), max(r[1], ev.message.offset)
     return sorted((p, a, b) for p, (a, b) in ranges.items())
-
-
-def dlq_record(raw: bytes, reason: str, detail: str, topic: str, partition: int,
-               offset: int) -> bytes:
-    """What the dead-letter topic keeps: why, where from, and the original bytes.
-
-    Originals over 1 MiB are cut there (with their size and SHA-256): the full message
-    stays in the source topic at ``topic/partition/offset`` for its retention.
-    """
-    body = raw[:DLQ_ORIGINAL_MAX]
-    try:
-        original, encoding = body.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        original, encoding = base64.b64encode(body).decode(), "base64"
-    record = {"reason": reason, "detail": detail, "topic": topic, "partition": partition,
-              "offset": offset, "rejected_at": ms_to_iso(int(time.time() * 1000)),
-              "original": original, "original_encoding": encoding}
-    if len(raw) > DLQ_ORIGINAL_MAX:
-        record.update(original_truncated=True, original_size=len(raw),
-                      original_sha256=hashlib.sha256(raw).hexdigest())
-    return orjson.dumps(record)
 
 
 def consumer_lag(app, topics: set[str]) -> dict[str, int]:
@@ -130,14 +91,19 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
         producer_max_request_size=INTERNAL_MAX_BYTES,
-        producer_linger_ms=5,
-        stream_buffer_maxsize=20_000,
-        broker_max_poll_records=5_000,
+        # One produce request carries many table writes and internal messages: with
+        # aiokafka's 16 KB default only two tenant states fit a batch, and each further
+        # write waits for the previous batch's round trip.
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        producer_linger=0.005,
+        # The streams carry internal messages of up to CHUNK_BYTES (many events each).
+        stream_buffer_maxsize=512,
+        broker_max_poll_records=500,
+        consumer_max_fetch_size=INTERNAL_MAX_BYTES,
         # A SIGKILLed worker's partitions move on after 10 s instead of Faust's 60 s default.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
     )
-    logs = app.topic(s.topic_logs, value_type=bytes, key_type=bytes)
     dlq = app.topic(s.topic_dlq, value_type=bytes, key_type=bytes)
     alerts_topic = app.topic(s.topic_alerts, value_type=bytes, key_type=bytes)
     events = app.topic(s.topic_events, value_type=bytes, key_type=bytes,
@@ -169,40 +135,20 @@ def create_app(settings: Settings) -> faust.App:
     cpu_thread = ThreadPoolExecutor(1, thread_name_prefix="detector")
     ingest_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
 
-    adapter = s.adapter()
+    repartitioner = Repartitioner(
+        s, send=lambda p, value: events.send(value=value, partition=p),
+        dead=lambda key, value: dlq.send(key=key, value=value),
+        metrics=metrics, executor=ingest_thread)
 
-    def validate_batch(batch) -> tuple[list[tuple[int, bytes]], list[tuple[bytes, bytes]]]:
-        """Raw messages -> internal messages per partition, and dead letters (off the loop)."""
-        groups: dict[int, list] = {}
-        dead = []
-        for ev in batch:
-            msg = ev.message
-            accepted, rejected = accept(ev.value or b"", adapter, s.embedding_dim)
-            for raw, r in rejected:
-                dead.append((msg.key, dlq_record(raw, r.reason, r.detail, msg.topic,
-                                                 msg.partition, msg.offset)))
-            for e in accepted:
-                groups.setdefault(partition_for(e.tenant_id, s.partitions), []).append(e)
-        out = []
-        for p, evs in groups.items():
-            for chunk in chunks(evs):
-                out.append((p, encode_batch(chunk)))
-        return out, dead
-
-    @app.agent(logs)
-    async def ingest(stream):
-        loop = asyncio.get_running_loop()
-        async for batch in stream.take_events(s.sink_batch, within=0.2):
-            metrics.events_in += len(batch)
-            out, dead = await loop.run_in_executor(ingest_thread, validate_batch, batch)
-            for key, value in dead:
-                metrics.dlq += 1
-                await dlq.send(key=key, value=value)
-            for p, value in out:
-                await events.send(value=value, partition=p)
+    @app.task
+    async def ingest():
+        await repartitioner.run()
 
     def load_states(batch):
-        """Decode a batch, restore unknown tenants from the table, drop already-learned events."""
+        """Decode a batch, restore unknown tenants from the table, drop already-learned events.
+
+        Runs on the detector thread: the in-memory table is only read here, and Faust pauses
+        the streams while it recovers the table after a rebalance."""
         todo = []
         for ev in batch:
             msg = ev.message
@@ -217,14 +163,27 @@ def create_app(settings: Settings) -> faust.App:
                 todo.append(e)
         return todo
 
+    def detect_batch(batch):
+        """Decode, detect, and encode the touched tenants' state (all on the detector thread)."""
+        kept, scored, alerts, failed = processor.process_safely(load_states(batch))
+        states = []
+        for tenant, pos in checkpoints.touched(kept):
+            value = checkpoints.encode(tenant, pos[1])
+            if value is not None:
+                states.append((tenant.encode(), value))
+        return kept, scored, alerts, failed, states
+
     @app.agent(events)
     async def detect(stream):
         loop = asyncio.get_running_loop()
+        # Table writes pick their changelog partition from the producer's metadata, which
+        # knows only the topics it was asked about (ingest may send before the table exists).
+        await app.producer._ensure_producer().client._wait_on_metadata(
+            state.changelog_topic.get_topic_name())
         async for batch in stream.take_events(64, within=s.sink_within_s):
             t0 = time.perf_counter()
-            todo = load_states(batch)
-            kept, scored, alerts, failed = await loop.run_in_executor(
-                cpu_thread, processor.process_safely, todo)
+            kept, scored, alerts, failed, states = await loop.run_in_executor(
+                cpu_thread, detect_batch, batch)
             for e, err in failed:
                 metrics.dlq += 1
                 await dlq.send(key=e.tenant_id.encode(), value=dlq_record(
@@ -238,10 +197,8 @@ def create_app(settings: Settings) -> faust.App:
             for a in alerts:
                 metrics.alerts[a.severity] += 1
                 await alerts_topic.send(key=a.tenant_id.encode(), value=orjson.dumps(a.to_dict()))
-            for tenant, pos in checkpoints.touched(kept):
-                value = checkpoints.encode(tenant, pos[1])
-                if value is not None:
-                    state[tenant.encode()] = value
+            for key, value in states:
+                state[key] = value
             metrics.events_detected += len(kept)
             metrics.duplicates = processor.duplicates
             metrics.tenants = checkpoints.tenants
@@ -279,7 +236,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.page("/metrics")
     async def metrics_page(web, request):
         metrics.sink_behind_s = sink.behind_s
-        metrics.lag = consumer_lag(app, {s.topic_logs, s.topic_events})
+        metrics.lag = {**consumer_lag(app, {s.topic_events}), s.topic_logs: repartitioner.lag()}
         return web.text(metrics.prometheus(), content_type="text/plain; version=0.0.4")
 
     async def run_query(web, request, body: dict):
@@ -307,15 +264,24 @@ def create_app(settings: Settings) -> faust.App:
         async def post(self, request):
             return await run_query(self, request, await request.json())
 
-    @app.task
-    async def warm_sink():
-        await asyncio.get_running_loop().run_in_executor(db_thread, lambda: sink.client)
+    def warm_sink():
+        from clickhouse_connect.driver import options
+        sink.client.ping()
+        options.pd  # the first insert would import pandas (seconds) inside the first batch
         log.info("clickhouse ready at %s", s.clickhouse_dsn.split("@")[-1])
+    # Opening the engine and migrating take seconds: overlap them with Faust's start-up.
+    db_thread.submit(warm_sink)
 
     return app
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    import gc
+
     from faust.worker import Worker
     app = create_app(settings)
+    # Batches allocate many short-lived objects while tenant state keeps many long-lived
+    # ones: with the default thresholds the collector walked that state every few batches.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     Worker(app, loglevel=loglevel).execute_from_commandline()

@@ -1,0 +1,167 @@
+"""``coverwatch worker`` in a subprocess, for the tests and the throughput benchmark alike.
+
+Each worker gets its own topics, app id, embedded ClickHouse directory, data directory and
+web port (:func:`isolated_settings`), passed through the environment exactly as a deployment
+configures one. The handle reads ``/metrics``, runs read-only queries through ``/query``,
+reports the process's CPU time, and stops it with any signal (SIGKILL for fault tests).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+
+from pipeline.settings import REPO_ROOT, Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def isolated_settings(bootstrap: str, workdir: Path, *, uid: str | None = None,
+                      **overrides) -> Settings:
+    """Settings with topic names, app id, ClickHouse and data directory of their own."""
+    uid = uid or uuid.uuid4().hex[:8]
+    base = dict(kafka_bootstrap=bootstrap, clickhouse_dsn=f"chdb://{workdir / 'clickhouse'}",
+                topic_logs=f"logs-{uid}", topic_dlq=f"dlq-{uid}", topic_alerts=f"alerts-{uid}",
+                topic_events=f"events-{uid}", topic_summaries=f"summaries-{uid}",
+                app_id=f"cw-{uid}", data_dir=str(workdir / "worker"), web_port=free_port())
+    return Settings(**{**base, **overrides})
+
+
+def topic_partitions(s: Settings) -> dict[str, int]:
+    """The topics a worker with these settings expects to exist, with partition counts."""
+    return {s.topic_logs: s.partitions, s.topic_dlq: 1, s.topic_alerts: 1,
+            s.topic_events: s.partitions, s.topic_summaries: 1}
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The environment that makes ``Settings.from_env`` return ``s`` (fields tests vary)."""
+    return {"KAFKA_BOOTSTRAP": s.kafka_bootstrap, "CLICKHOUSE_DSN": s.clickhouse_dsn,
+            "TOPIC_API_LOGS": s.topic_logs, "TOPIC_DLQ": s.topic_dlq,
+            "TOPIC_ALERTS": s.topic_alerts, "TOPIC_EVENTS": s.topic_events,
+            "TOPIC_SUMMARIES": s.topic_summaries, "TOPIC_PARTITIONS": str(s.partitions),
+            "COVERWATCH_APP_ID": s.app_id, "COVERWATCH_DATA_DIR": s.data_dir,
+            "COVERWATCH_WEB_PORT": str(s.web_port), "COVERWATCH_DETECTOR": s.detector}
+
+
+class WorkerProcess:
+    """One worker subprocess; ``env`` overrides the settings' environment (e.g. the detector).
+
+    ``module`` is what runs as ``python -m module worker``: the CLI by default, or the
+    benchmark's wrapper that installs its fallbacks first.
+    """
+
+    def __init__(self, settings: Settings, workdir: Path, *, name: str = "worker",
+                 module: str = "pipeline.cli", **env: str):
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.name = name
+        self.module = module
+        self.env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1", **env}
+        self.log = workdir / f"{name}-{settings.app_id}.log"
+        self.proc: subprocess.Popen | None = None
+        self.launched_at = 0.0
+        self.ready_at = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.web_port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else -1
+
+    def start(self, timeout: float = 120) -> WorkerProcess:
+        """Launch and wait until ``/metrics`` answers."""
+        fh = open(self.log, "ab")
+        self.launched_at = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, "worker"],
+                                     cwd=REPO_ROOT, env=self.env, stdout=fh, stderr=fh)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited:\n{self.tail()}")
+            try:
+                self.metrics()
+                self.ready_at = time.monotonic()
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"worker {self.name} not ready:\n{self.tail()}")
+
+    def metrics(self) -> dict[str, float]:
+        body = urllib.request.urlopen(f"{self.url}/metrics", timeout=5).read().decode()
+        out = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                out[k] = float(v)
+        return out
+
+    def detected(self) -> int:
+        """``coverwatch_events_detected_total``, or -1 while the worker does not answer."""
+        try:
+            return int(self.metrics().get("coverwatch_events_detected_total", 0))
+        except OSError:
+            return -1
+
+    def wait_for(self, cond, timeout: float = 120, what: str = "condition") -> None:
+        """Poll ``cond(metrics)`` until true; fail early if the worker exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if cond(self.metrics()):
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited:\n{self.tail()}")
+            time.sleep(0.5)
+        raise TimeoutError(f"{what} not reached; metrics={self.metrics()}\n{self.tail()}")
+
+    def query(self, sql: str, timeout: float = 60) -> list[list]:
+        """Rows of a read-only query through the worker's ``/query`` endpoint."""
+        req = urllib.request.Request(f"{self.url}/query", data=orjson.dumps({"sql": sql}),
+                                     headers={"Content-Type": "application/json"})
+        body = orjson.loads(urllib.request.urlopen(req, timeout=timeout).read())
+        if "error" in body:
+            raise RuntimeError(body["error"])
+        return body["rows"]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the worker process (all its threads) so far."""
+        try:
+            f = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 60) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
