@@ -58,7 +58,10 @@ def _query(args, settings: Settings) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; a plugin's module (and its arguments) is loaded only when ``argv`` names
+    it, so ``coverwatch replay`` does not import every benchmark (seconds of start-up)."""
+    wanted = set(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="coverwatch", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
@@ -90,14 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_) in PLUGINS.items():
         sp = sub.add_parser(name, help=help_)
         sp.set_defaults(plugin=module, plugin_name=name)
-        _add_plugin_args(module, sp, name)
+        if name in wanted:
+            _add_plugin_args(module, sp, name)
 
     b = sub.add_parser("bench", help="benchmarks (print tables, write JSON)")
     bsub = b.add_subparsers(dest="bench", required=True)
     for name, (module, help_) in BENCHES.items():
         sp = bsub.add_parser(name, help=help_)
         sp.set_defaults(plugin=module, plugin_name=name)
-        _add_plugin_args(module, sp, name)
+        if "bench" in wanted and name in wanted:
+            _add_plugin_args(module, sp, name)
     return p
 
 
@@ -118,7 +123,7 @@ def _add_plugin_args(module: str, parser: argparse.ArgumentParser, name: str) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python is chatty at INFO
