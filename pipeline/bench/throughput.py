@@ -44,7 +44,8 @@ import orjson
 
 from pipeline.bench._worker_proc import REPO, detector_name, embedder_source
 from pipeline.settings import Settings
-from pipeline.testing.worker import WorkerProcess, free_port, isolated_settings, topic_partitions
+from pipeline.testing.kafka import free_port
+from pipeline.testing.worker import WorkerProcess, isolated_settings, topic_partitions
 
 # e2e runs are timed from /metrics answering, so the worker's remaining start-up (group
 # joins, ~2-4 s) is inside them: N must take several times that for the rate to describe

@@ -53,7 +53,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.detect.base import ScoredBatch
+from pipeline.detect.base import scored_columns
 from pipeline.detect.features import set_bit
 
 SUMMARY_VERSION = 1
@@ -241,8 +241,7 @@ class AccountSketcher:
             raise ValueError("events and scored must have the same length")
         if not events:
             return
-        cells = np.asarray(scored.cells if isinstance(scored, ScoredBatch)
-                           else [s.cell for s in scored], dtype=np.int64)
+        cells = np.asarray(scored_columns(scored)[0], dtype=np.int64)
         has = np.flatnonzero(cells > 0)
         mh_rows = self.cell_minhashes(cells[has]) if len(has) else None
         row_of = dict(zip(has.tolist(), range(len(has))))

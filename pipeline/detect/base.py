@@ -75,6 +75,15 @@ class ScoredBatch(Sequence[Scored]):
         return [a for i in sorted(self.special) for a in self.special[i].alerts]
 
 
+def scored_columns(scored: Sequence[Scored]) -> tuple[list, list, list, list]:
+    """``(cells, novel, scores, drifts)`` of a batch: a :class:`ScoredBatch`'s own columns
+    (no Scored built per event), or gathered from any sequence of Scored."""
+    if isinstance(scored, ScoredBatch):
+        return scored.cells, scored.novel, scored.scores, scored.drifts
+    return ([s.cell for s in scored], [s.novel for s in scored], [s.score for s in scored],
+            [s.drift for s in scored])
+
+
 def batch_alerts(scored: Sequence[Scored]) -> list[Alert]:
     """Every alert raised in a batch (a :class:`ScoredBatch` or any sequence of Scored)."""
     if isinstance(scored, ScoredBatch):

@@ -23,7 +23,7 @@ import orjson
 
 from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event
-from pipeline.detect.base import Scored
+from pipeline.detect.base import Scored, scored_columns
 
 log = logging.getLogger(__name__)
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse"
@@ -102,6 +102,7 @@ def event_columns(events: Sequence[Event], scored: Sequence[Scored], *,
     Column-oriented with ``ts`` as epoch-ms integers (DateTime64(3) ticks): no datetime
     object and no 17-element row list per event.
     """
+    cells, novel, scores, drifts = scored_columns(scored)
     return [
         [e.ts_ms for e in events],
         [e.tenant_id for e in events],
@@ -116,10 +117,10 @@ def event_columns(events: Sequence[Event], scored: Sequence[Scored], *,
         [int(bool(e.prompt)) for e in events],
         [int(e.extra.get("provided_embedding", False)) for e in events],
         [prompt_column(e.prompt, store_prompts, prompt_salt) for e in events],
-        [s.cell for s in scored],
-        [int(s.novel) for s in scored],
-        [float(s.score) for s in scored],
-        [float(s.drift) for s in scored],
+        list(cells),
+        [int(n) for n in novel],
+        [float(x) for x in scores],
+        [float(x) for x in drifts],
     ]
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,12 +20,7 @@ from pathlib import Path
 import orjson
 
 from pipeline.settings import REPO_ROOT, Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from pipeline.testing.kafka import free_port
 
 
 def isolated_settings(bootstrap: str, workdir: Path, *, uid: str | None = None,
