@@ -16,9 +16,11 @@ Sketch of one account (tenant):
   few thousand cells; the MinHash estimate takes over when the bitmap fills up).
 - ``regions``: which of 64 coarse regions it touched (the low 6 bits of a sign-projection
   cell are its 6-bit cell, see :mod:`pipeline.detect.lsh`): how far across the space it is.
-- prompt skeletons (digits, quoted spans and whitespace normalised, head and tail): share of
+- prompt skeletons (the detector's: head and tail, lower-cased, digits normalised; see
+  :func:`~pipeline.detect.features.prompt_bits`, which the detector already computed for the
+  event and passes along in its :class:`~pipeline.detect.base.ScoredBatch`): share of
   prompts re-using a skeleton the account used before, share of exact repeats, and the
-  bottom-``skeleton_k`` hashes of re-used skeletons (a template signature shared by
+  bottom-``skeleton_k`` 24-bit ids of re-used skeletons (a template signature shared by
   accounts filled from one template).
 - first and last event time, query count, inter-arrival mean and coefficient of variation,
   mean log output tokens.
@@ -46,15 +48,14 @@ from __future__ import annotations
 
 import math
 import pickle
-import re
 import zlib
 from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
 
-from pipeline.detect.base import scored_columns
-from pipeline.detect.features import set_bit
+from pipeline.detect.base import ScoredBatch, scored_columns
+from pipeline.detect.features import prompt_bits, set_bit, skeleton_ids
 
 SUMMARY_VERSION = 1
 BITMAP_BITS = 1024
@@ -62,10 +63,6 @@ EXACT_BITS = 2048
 SKEL_BITS = 1024
 CHECKPOINTS = (50, 100, 200)
 _MASK64 = (1 << 64) - 1
-_DIGITS = str.maketrans("0123456789", "0000000000")
-_QUOTED = re.compile(r'"[^"\n]{0,200}"|\'[^\'\n]{0,200}\'|`[^`\n]{0,200}`|“[^”]{0,200}”')
-_ZEROS = re.compile("0+")
-SKELETON_CHARS = 32
 _MAX_PREFIXES = 8
 _MAX_KEYS = 16
 
@@ -85,6 +82,18 @@ def text_hash(s: str | None) -> int:
     return zlib.crc32(s.encode("utf-8", "surrogatepass")) or 1
 
 
+# address -> hash of its prefix, API key id -> its hash: the same few recur on every event
+_PREFIXES: dict[str, int] = {}
+_KEYS: dict[str, int] = {}
+
+
+def _remember(cache: dict, s: str, h: int) -> int:
+    if len(cache) >= 1 << 15:
+        cache.clear()
+    cache[s] = h
+    return h
+
+
 def ip_prefix(ip: str | None) -> str | None:
     """The /24 of an IPv4 address, the /48 of an IPv6 one (None when absent)."""
     if not ip:
@@ -92,27 +101,6 @@ def ip_prefix(ip: str | None) -> str | None:
     if ":" in ip:
         return ":".join(ip.split(":")[:3])
     return ip.rsplit(".", 1)[0]
-
-
-def skeleton(text: str) -> str:
-    """A prompt's shape: quoted spans to Q, digit runs to 0, whitespace runs to one space.
-
-    >>> skeleton('Translate "bonjour" in 3 words')  == skeleton("Translate 'merci' in 12 words")
-    True
-    """
-    s = _QUOTED.sub("Q", text.lower())
-    return " ".join(_ZEROS.sub("0", s.translate(_DIGITS)).split())
-
-
-def skeleton_hashes(prompt: str) -> tuple[int, int]:
-    """(head, tail) skeleton hashes; tail 0 for short prompts (a prefix or suffix template)."""
-    head = zlib.crc32(skeleton(prompt[:SKELETON_CHARS * 2])[:SKELETON_CHARS].encode(
-        "utf-8", "surrogatepass")) or 1
-    if len(prompt) <= 3 * SKELETON_CHARS:
-        return head, 0
-    tail = zlib.crc32(skeleton(prompt[-SKELETON_CHARS * 2:])[-SKELETON_CHARS:].encode(
-        "utf-8", "surrogatepass"), 0x9E3779B9) or 1
-    return head, tail
 
 
 class _Acct:
@@ -216,6 +204,7 @@ class AccountSketcher:
         self._a = rng.integers(1, 1 << 63, self.n_hashes, dtype=np.uint64) | np.uint64(1)
         self._b = rng.integers(0, 1 << 63, self.n_hashes, dtype=np.uint64)
         self._accts: OrderedDict[str, _Acct] = OrderedDict()
+        self._texts: dict = {}   # prompt signals, when the detector does not pass them
         self._out: list[dict] = []
 
     def __repr__(self) -> str:
@@ -242,6 +231,9 @@ class AccountSketcher:
         if not events:
             return
         cells = np.asarray(scored_columns(scored)[0], dtype=np.int64)
+        bits = scored.bits if isinstance(scored, ScoredBatch) else None
+        if bits is None:    # a detector that does not pass prompt signals along
+            bits = [prompt_bits(e.prompt, self._texts) for e in events]
         has = np.flatnonzero(cells > 0)
         mh_rows = self.cell_minhashes(cells[has]) if len(has) else None
         row_of = dict(zip(has.tolist(), range(len(has))))
@@ -257,13 +249,13 @@ class AccountSketcher:
                 accts.move_to_end(tid)
             cell = int(cells[i])
             r = row_of.get(i) if cell > 0 else None
-            self._observe(a, e, cell, None if r is None else mh_rows[r])
+            self._observe(a, e, cell, None if r is None else mh_rows[r], bits[i])
             if a.n >= a.next_emit:
                 self._out.append(self._summary(tid, a))
                 a.next_emit = (a.next_emit * 2 if a.next_emit < CHECKPOINTS[-1]
                                else a.next_emit + self.every)
 
-    def _observe(self, a: _Acct, e, cell: int, mh_row) -> None:
+    def _observe(self, a: _Acct, e, cell: int, mh_row, b: int | None) -> None:
         a.n += 1
         ts = e.ts_ms
         if a.first_ts < 0:
@@ -281,13 +273,12 @@ class AccountSketcher:
             h = _mix64(cell)
             set_bit(a.bitmap, h % BITMAP_BITS)
             a.regions |= 1 << ((cell - 1) & 63)
-        prompt = e.prompt
-        if prompt:
+        if b is not None and b >= 0:
             a.npr += 1
-            if not set_bit(a.seen, text_hash(prompt) % EXACT_BITS):
+            if not set_bit(a.seen, b % EXACT_BITS):
                 a.ex_rep += 1
             else:
-                head, tail = skeleton_hashes(prompt)
+                head, tail = skeleton_ids(b)
                 rep = 0
                 for sk in (head, tail):
                     if sk and not set_bit(a.seen_sk, (sk * 2654435761) % SKEL_BITS):
@@ -307,13 +298,18 @@ class AccountSketcher:
             a.model = a.model or text_hash(e.model)
             a.endpoint = a.endpoint or text_hash(e.endpoint)
             a.ua = a.ua or text_hash(e.user_agent)
-        p = ip_prefix(e.client_ip)
-        if p is not None:
-            ph = text_hash(p)
+        ip = e.client_ip
+        if ip:
+            ph = _PREFIXES.get(ip)
+            if ph is None:
+                ph = _remember(_PREFIXES, ip, text_hash(ip_prefix(ip)))
             if ph not in a.prefixes and len(a.prefixes) < _MAX_PREFIXES:
                 a.prefixes.append(ph)
-        if e.api_key_id:
-            kh = text_hash(e.api_key_id)
+        key = e.api_key_id
+        if key:
+            kh = _KEYS.get(key)
+            if kh is None:
+                kh = _remember(_KEYS, key, text_hash(key))
             if kh not in a.keys and len(a.keys) < _MAX_KEYS:
                 a.keys.append(kh)
 

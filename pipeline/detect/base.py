@@ -31,6 +31,9 @@ class ScoredBatch(Sequence[Scored]):
     :class:`Scored` objects only for events that raised alerts or carry a window summary
     (``special``: index -> Scored). Indexing and iteration build the others on demand, so it
     behaves as the ``list[Scored]`` of the protocol; column readers skip that cost.
+    ``bits``, when the detector sets it, holds each event's packed prompt signals
+    (:func:`pipeline.detect.features.prompt_bits`; None or negative: no prompt), so the
+    campaign sketcher does not hash every prompt a second time.
 
     >>> b = ScoredBatch([3, 0], [True, False], [0.5, 0.25], [0.0, 0.0])
     >>> b.special[1] = Scored(cell=0, summary={"window": 1})
@@ -38,12 +41,13 @@ class ScoredBatch(Sequence[Scored]):
     (2, 3, True, {'window': 1}, [0.5, 0.0], [])
     """
 
-    __slots__ = ("cells", "drifts", "novel", "scores", "special")
+    __slots__ = ("bits", "cells", "drifts", "novel", "scores", "special")
 
     def __init__(self, cells: list[int], novel: list[bool], scores: list[float],
                  drifts: list[float], special: dict[int, Scored] | None = None):
         self.cells, self.novel, self.scores, self.drifts = cells, novel, scores, drifts
         self.special: dict[int, Scored] = {} if special is None else special
+        self.bits: list | None = None
 
     def __len__(self) -> int:
         return len(self.cells)

@@ -133,6 +133,7 @@ def fold_events(tenants: dict, events: list, codes: tuple, window: int, out: Sco
     for i, v in enumerate(packed):
         if v == -2:
             packed[i] = prompt_bits(prompts[i], texts)
+    out.bits = packed
     by_ua = _CLIENTS.get
     cli = [by_ua(e.user_agent, _NO_CLIENTS).get(e.client_ip) for e in events]
     for i, v in enumerate(cli):

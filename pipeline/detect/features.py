@@ -136,13 +136,24 @@ def client_hash(ua: str | None, ip: str | None) -> int:
 
 
 def prompt_bits(prompt: str | None, cache: dict | None = None) -> int | None:
-    """A prompt's text signals as bitmap positions packed in one int (None without a
-    prompt): ``exact | head << 13 | (tail + 1) << 25 | cot << 38``, with 13-bit exact-text
-    and 12-bit skeleton positions, tail -1 for short prompts.
+    """A prompt's text signals packed in one non-negative int64 (None without a prompt).
+
+    Bits 0-12 are the exact text's bitmap position, 13-24 the head skeleton's, 25-37 the
+    tail skeleton's + 1 (0: a short prompt has no tail), 38 chain-of-thought; 39-50 and
+    51-62 are 12 more bits of the head and tail skeleton hashes, so that
+    :func:`skeleton_ids` gives 24-bit template ids (the campaign sketcher compares them
+    across accounts, where 12 bits would collide).
 
     ``cache`` (text -> bits, the detector's own, bounded): re-sent prompts are common and
     the signals cost microseconds of string work per prompt. Its values are plain ints,
     which the garbage collector does not track (a tuple per prompt made it scan the heap).
+
+    >>> b = prompt_bits("Translate 12 words into French, keep the tone: bonjour mon ami")
+    >>> b == prompt_bits("Translate 40 words into French, keep the tone: bonjour mon ami")
+    False
+    >>> skeleton_ids(b) == skeleton_ids(
+    ...     prompt_bits("Translate 40 words into French, keep the tone: bonjour mon ami"))
+    True
     """
     if not prompt:
         return None
@@ -152,12 +163,20 @@ def prompt_bits(prompt: str | None, cache: dict | None = None) -> int | None:
     if b is None:
         if len(cache) >= CACHE_SIZE:
             cache.clear()
-        ex = exact_hash(prompt) & 0x1FFF
         head, tail = skeletons(prompt)
-        head &= 0xFFF
-        tail = tail & 0xFFF if tail != 0 else -1
-        b = cache[prompt] = ex | head << 13 | (tail + 1) << 25 | is_cot(prompt) << 38
+        b = (exact_hash(prompt) & 0x1FFF | (head & 0xFFF) << 13 | is_cot(prompt) << 38
+             | (head >> 12 & 0xFFF) << 39)
+        if tail:
+            b |= ((tail & 0xFFF) + 1) << 25 | (tail >> 12 & 0xFFF) << 51
+        cache[prompt] = b
     return b
+
+
+def skeleton_ids(b: int) -> tuple[int, int]:
+    """The (head, tail) 24-bit skeleton ids in :func:`prompt_bits`, each + 1 (0: no tail)."""
+    t = b >> 25 & 0x1FFF
+    return ((b >> 13 & 0xFFF | (b >> 39 & 0xFFF) << 12) + 1,
+            (t - 1 | (b >> 51 & 0xFFF) << 12) + 1 if t else 0)
 
 
 CACHE_SIZE = 1 << 15
@@ -205,7 +224,8 @@ def observe_events(tenants: dict, events: list, codes: tuple, window: int, out: 
             s = tenants[e.tenant_id] = TenantState()
         states.append(s)
     code = [c if h else None for c, h in zip(codes[0].tolist(), codes[1].tolist())]
-    return fold(states, code, [prompt_bits(e.prompt, texts) for e in events],
+    out.bits = [prompt_bits(e.prompt, texts) for e in events]
+    return fold(states, code, out.bits,
                 [e.ts_ms for e in events], [e.output_tokens for e in events],
                 [client_hash(e.user_agent, e.client_ip) for e in events], window, out)
 
@@ -298,7 +318,7 @@ def fold(states: list[TenantState], codes: list, bits: list, ts: list, tokens: l
         if b is not None:
             s.npr += 1
             s.w_p += 1
-            if b >> 38:
+            if b >> 38 & 1:
                 s.w_cot += 1
             bm, c = s.ex_seen, b & 0x1FFF
             j, bit = c >> 3, 1 << (c & 7)
