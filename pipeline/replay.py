@@ -73,7 +73,8 @@ def replay(paths, settings: Settings, *, clickhouse: bool = True, batch: int = 5
     sketcher, stage = make_campaigns(settings.campaigns)
     proc = processor or Processor(make_detector(settings.detector),
                                   make_embedder(settings.embedder, settings.embedding_dim),
-                                  sketcher=sketcher, stage=stage)
+                                  sketcher=sketcher, stage=stage,
+                                  vector_cache=settings.vector_cache)
     sink = ClickHouseSink(settings.clickhouse_dsn, store_prompts=settings.store_prompts,
                           prompt_salt=settings.prompt_salt) if clickhouse else None
     result = ReplayResult(rejected=rejected)

@@ -38,6 +38,7 @@ class Settings:
     partitions: int = 4
     embedding_dim: int = 384
     embedder: str = "hashing"
+    vector_cache: int = 65_536      # recent prompts whose vectors are kept (~1.6 KB each at 384)
     app_id: str = "coverwatch"
     data_dir: str = str(REPO_ROOT / "var" / "worker")
     web_port: int = 6066
@@ -72,6 +73,7 @@ class Settings:
             partitions=_int(env, "TOPIC_PARTITIONS", d.partitions),
             embedding_dim=_int(env, "EMBEDDING_DIM", d.embedding_dim),
             embedder=env.get("COVERWATCH_EMBEDDER", d.embedder),
+            vector_cache=_int(env, "COVERWATCH_VECTOR_CACHE", d.vector_cache),
             app_id=env.get("COVERWATCH_APP_ID", d.app_id),
             data_dir=env.get("COVERWATCH_DATA_DIR", d.data_dir),
             web_port=_int(env, "COVERWATCH_WEB_PORT", d.web_port),

@@ -129,7 +129,7 @@ def fold_events(tenants: dict, events: list, codes: tuple, window: int, out: Sco
     slot = np.array(list(map(where.__getitem__, tids)), np.int64)
     get = texts.get
     prompts = [e.prompt for e in events]
-    packed = [get(p, -2) if p else -1 for p in prompts]
+    packed = [get(hash(p), -2) if p else -1 for p in prompts]
     for i, v in enumerate(packed):
         if v == -2:
             packed[i] = prompt_bits(prompts[i], texts)

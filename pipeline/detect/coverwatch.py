@@ -100,8 +100,8 @@ MIN_RULE_SCALE = 0.5
 CALIBRATION_TENANTS = 100    # per age bucket, to fit that bucket's own scales
 CALIBRATION_MARGIN = 1.05
 _IDX = {f: i for i, f in enumerate(ALL_FEATURES)}
-_FLOOR = np.array([FLOORS.get(f, 0.1) for f in ALL_FEATURES])
-_RULE_IDX = [np.array([_IDX[f] for f in feats]) for _, _, feats in RULES]
+_FLOOR = [FLOORS.get(f, 0.1) for f in ALL_FEATURES]
+_RULE_IDX = [[_IDX[f] for f in feats] for _, _, feats in RULES]
 _RULE_GATES = [tuple((_IDX[f], kind == "value", bound) for f, kind, bound in GATES.get(name, ()))
                for name, _, _ in RULES]
 SUMMARY_BUFFER = 10_000
@@ -180,7 +180,8 @@ class CoverwatchDetector:
     def _reset(self) -> None:
         self._proj = SignProjector(self.seed)
         self._tenants: dict[str, TenantState] = {}
-        self._texts: dict = {}   # prompt -> its text signals (features.prompt_bits)
+        self._texts: dict = {}   # hash(prompt) -> its text signals (features.prompt_bits)
+        self._qlists: dict = {}  # id(quantile array) -> (array, med, p90, den), see _bounds
         self._pop = Population(len(ALL_FEATURES), min_windows=self.min_windows)
         self._hst = HalfSpaceTrees(n_trees=self.hst_trees, height=self.hst_height,
                                    window_size=self.hst_window, seed=self.seed)
@@ -314,24 +315,24 @@ class CoverwatchDetector:
         x_hst = {f: (0.0 if math.isnan(v) else v) for f, v in feats.items()}
         hst = self._hst.score_one(x_hst) if self._hst.trees else 0.0
         feats["hst"] = hst if not self._hst._first_window else float("nan")
-        x = np.array([feats[f] for f in ALL_FEATURES])
+        x = [feats[f] for f in ALL_FEATURES]
         q = self._pop.quantiles(bucket)
         raw, fired, top, rules = 0.0, [], None, [0.0] * len(RULES)
         if q is not None:
-            med, p90 = q[:, 0], q[:, 1]
-            ex = (x - med) / np.maximum(p90 - med, _FLOOR)
-            rules = [_rule(ex[idx], how) if _open(idx[0], gates, x, ex) else GATED
+            med, p90, den = self._bounds(q)
+            ex = [(v - m) / d for v, m, d in zip(x, med, den)]
+            rules = [_rule([ex[i] for i in idx], how) if _open(idx[0], gates, x, ex) else GATED
                      for idx, gates, (_, how, _) in zip(_RULE_IDX, _RULE_GATES, RULES)]
-            sc = np.asarray(rules) / self._scales[:, bucket]
-            j = int(np.argmax(sc))
-            raw = float(sc[j])
-            fired = [RULES[i][0] for i in np.argsort(-sc, kind="stable")
+            sc = [r / scale for r, scale in zip(rules, self._scales[:, bucket].tolist())]
+            j = max(range(len(sc)), key=sc.__getitem__)
+            raw = sc[j]
+            fired = [RULES[i][0] for i in sorted(range(len(sc)), key=lambda i: -sc[i])
                      if sc[i] >= self.threshold]
-            top = [(f, float(x[_IDX[f]]), float(p90[_IDX[f]])) for f in RULES[j][2]
+            top = [(f, x[_IDX[f]], p90[_IDX[f]]) for f in RULES[j][2]
                    if not math.isnan(x[_IDX[f]])]
         if feeds_population(k) and self._pop.count[bucket] < self.population_windows \
                 and raw < self.release:
-            self._pop.learn(bucket, x)
+            self._pop.learn(bucket, np.array(x))
             self._hst.learn_one(x_hst)
         s.smooth = 0.5 * s.smooth + 0.5 * raw if raw < s.smooth else raw
         scored.score = s.smooth
@@ -342,6 +343,21 @@ class CoverwatchDetector:
         scored.summary = summary
         self._summaries.append(summary)
         self._policy(s, event, scored, raw, fired, top, feats, (w_v, w_p, w_tok))
+
+    def _bounds(self, q: np.ndarray) -> tuple[list, list, list]:
+        """Median, p90 and the exceedance unit max(p90 - median, floor) of quantiles ``q``
+        as lists: a window is scored on a handful of floats, where numpy's per-call cost
+        is most of the work. Kept per quantile array (the population refreshes them)."""
+        got = self._qlists.get(id(q))
+        if got is None or got[0] is not q:
+            if len(self._qlists) >= 64:
+                self._qlists.clear()
+            med, p90 = q[:, 0].tolist(), q[:, 1].tolist()
+            # as np.maximum: NaN (a feature not warm yet) stays NaN
+            den = [d if d >= fl or d != d else fl
+                   for d, fl in zip((p - m for p, m in zip(p90, med)), _FLOOR)]
+            got = self._qlists[id(q)] = (q, med, p90, den)
+        return got[1], got[2], got[3]
 
     def _policy(self, s, event, scored, raw, fired, top, feats, had) -> None:
         if s.alerting:
@@ -383,17 +399,17 @@ class CoverwatchDetector:
                          episode=f"{s.episode}:{severity}")
 
 
-def _rule(ex: np.ndarray, how: str) -> float:
+def _rule(ex: list, how: str) -> float:
     """A rule's unscaled score; a signal the stream does not carry (NaN) drops out."""
-    ex = ex[~np.isnan(ex)]
-    if not len(ex):
+    ex = [v for v in ex if v == v]
+    if not ex:
         return -1.0
     if how == "min":
-        return float(ex.min())
-    return float(np.clip(ex, -2.0, 4.0).mean())
+        return min(ex)
+    return sum(min(max(v, -2.0), 4.0) for v in ex) / len(ex)
 
 
-def _open(lead: int, gates: tuple, x: np.ndarray, ex: np.ndarray) -> bool:
+def _open(lead: int, gates: tuple, x: list, ex: list) -> bool:
     """Whether a window can fire a rule: it carries the rule's lead (first) feature, so
     the other features cannot fire it alone when the stream lacks the signal the rule is
     about, and it passes the rule's gates (a gate on a missing signal is skipped)."""

@@ -144,8 +144,10 @@ def prompt_bits(prompt: str | None, cache: dict | None = None) -> int | None:
     :func:`skeleton_ids` gives 24-bit template ids (the campaign sketcher compares them
     across accounts, where 12 bits would collide).
 
-    ``cache`` (text -> bits, the detector's own, bounded): re-sent prompts are common and
-    the signals cost microseconds of string work per prompt. Its values are plain ints,
+    ``cache`` (the detector's own, at most :data:`TEXT_CACHE` entries): re-sent prompts are
+    common and the signals cost microseconds of string work per prompt. Keys are the
+    prompts' ``hash()`` (64-bit, cached on the string), not the prompts: a prompt can be up
+    to 1 MB, and the cache must stay a few MB whatever tenants send. Values are plain ints,
     which the garbage collector does not track (a tuple per prompt made it scan the heap).
 
     >>> b = prompt_bits("Translate 12 words into French, keep the tone: bonjour mon ami")
@@ -159,16 +161,17 @@ def prompt_bits(prompt: str | None, cache: dict | None = None) -> int | None:
         return None
     if cache is None:
         cache = {}
-    b = cache.get(prompt)
+    key = hash(prompt)
+    b = cache.get(key)
     if b is None:
-        if len(cache) >= CACHE_SIZE:
+        if len(cache) >= TEXT_CACHE:
             cache.clear()
         head, tail = skeletons(prompt)
         b = (exact_hash(prompt) & 0x1FFF | (head & 0xFFF) << 13 | is_cot(prompt) << 38
              | (head >> 12 & 0xFFF) << 39)
         if tail:
             b |= ((tail & 0xFFF) + 1) << 25 | (tail >> 12 & 0xFFF) << 51
-        cache[prompt] = b
+        cache[key] = b
     return b
 
 
@@ -180,6 +183,9 @@ def skeleton_ids(b: int) -> tuple[int, int]:
 
 
 CACHE_SIZE = 1 << 15
+# Prompts whose signals are kept (about 100 bytes each). A week of simulated traffic has
+# 86k distinct prompts in 1.1M events; at 32k entries the cache was refilled 370k times.
+TEXT_CACHE = 1 << 17
 _CLIENTS: dict = {}   # user agent -> address -> client_hash
 _NO_CLIENTS: dict = {}
 

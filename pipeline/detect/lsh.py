@@ -60,6 +60,15 @@ class SignProjector:
         >>> has.tolist(), int(c[0]), int(c[3])
         ([False, True, True, False], 0, 0)
         """
+        ids = list(map(id, vectors))
+        first = dict.fromkeys(ids)
+        if len(first) < len(ids):   # shared vector objects (a re-sent prompt is embedded once)
+            for j, i in enumerate(first):
+                first[i] = j
+            uniq = list({id(v): v for v in vectors}.values())
+            codes, has = self.codes_of(uniq)
+            at = np.fromiter(map(first.__getitem__, ids), np.int64, len(ids))
+            return codes[at], has[at]
         dims = np.array([0 if v is None else len(v) for v in vectors], np.int64)
         codes = np.zeros(len(dims), np.uint64)
         if len(dims) and dims.min() == dims.max() > 0:

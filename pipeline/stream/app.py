@@ -119,7 +119,7 @@ def create_app(settings: Settings) -> faust.App:
     sketcher, stage = make_campaigns(s.campaigns)
     detector = make_detector(s.detector)
     processor = Processor(detector, make_embedder(s.embedder, s.embedding_dim),
-                          sketcher=sketcher)  # the stage runs in its own agent below
+                          sketcher=sketcher, vector_cache=s.vector_cache)  # the stage runs in its own agent below
     global_parts = {}
     if hasattr(detector, "dump_population"):
         global_parts["population.bin"] = (detector, "dump_population", "load_population")
