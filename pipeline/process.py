@@ -94,18 +94,22 @@ class Processor:
         The cache is keyed by the prompts' ``hash()`` (it holds vectors, not prompts of up
         to 1 MB each), and its rows are copies, so one kept vector never pins its batch's
         whole matrix."""
+        todo, keys = [], []
         for e in events:
-            e.extra["provided_embedding"] = e.embedding is not None
-        if self.embedder is None:
-            return
-        todo = [e for e in events if e.embedding is None and e.prompt]
-        if not todo:
+            if e.embedding is None:
+                e.extra["provided_embedding"] = False
+                if e.prompt:
+                    todo.append(e)
+                    keys.append(hash(e.prompt))
+            else:
+                e.extra["provided_embedding"] = True
+        if self.embedder is None or not todo:
             return
         cache = self._vectors
-        got, texts = {}, {}
-        for e in todo:
-            k = hash(e.prompt)
-            if k not in got:
+        got = dict.fromkeys(keys)
+        texts = {}
+        for e, k in zip(todo, keys):
+            if got[k] is None and k not in texts:
                 v = got[k] = cache.pop(k, None)   # popped, re-added below: most recent last
                 if v is None:
                     texts[k] = e.prompt
@@ -119,8 +123,8 @@ class Processor:
         if excess > 0:
             for k in list(islice(cache, excess)):
                 del cache[k]
-        for e in todo:
-            e.embedding = got[hash(e.prompt)]
+        for e, k in zip(todo, keys):
+            e.embedding = got[k]
 
     def process(self, events: Sequence[Event]) -> tuple[list[Event], list[Scored], list[Alert]]:
         """Returns the events kept (duplicates dropped), their scores, and the alerts raised."""
