@@ -8,6 +8,7 @@ from the batch contents, so replaying the same files twice adds no rows.
 """
 from __future__ import annotations
 
+import gc
 import gzip
 import sys
 import time
@@ -20,7 +21,7 @@ import orjson
 
 from pipeline.contracts.alerts import Alert
 from pipeline.adapters import native
-from pipeline.contracts.events import Event
+from pipeline.contracts.events import Event, Rejected, decode_json, validate
 from pipeline.ingest import accept
 from pipeline.process import Processor, make_campaigns, make_detector, make_embedder
 from pipeline.settings import Settings
@@ -36,18 +37,39 @@ def open_lines(path: str | Path) -> IO[bytes]:
 
 def read_events(paths, embedding_dim: int | None, adapter=native
                 ) -> tuple[list[Event], Counter]:
+    """All events of ``paths`` in event-time order, and the rejected lines counted by reason.
+
+    Lines in our own format skip :func:`accept`'s adapter call and lists: the same decode,
+    validation and reasons, about 10% cheaper. The cyclic garbage collector is paused while
+    the list grows: each of its passes would walk every event read so far (a third of the
+    read time), and events hold no reference cycles.
+    """
     events: list[Event] = []
     rejected: Counter = Counter()
-    for path in paths:
-        with open_lines(path) as fh:
-            for line in fh:
-                line = line.rstrip(b"\r\n")
-                if not line.strip():
-                    continue
-                accepted, bad = accept(line, adapter, embedding_dim)
-                events += accepted
-                for _, r in bad:
-                    rejected[r.reason] += 1
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for path in paths:
+            with open_lines(path) as fh:
+                for line in fh:
+                    line = line.rstrip(b"\r\n")
+                    if not line or line.isspace():
+                        continue
+                    if adapter is native:
+                        try:
+                            events.append(validate(decode_json(line), embedding_dim=embedding_dim))
+                        except Rejected as r:
+                            rejected[r.reason] += 1
+                        except Exception:  # noqa: BLE001 - as accept(): counted, not fatal
+                            rejected["internal_error"] += 1
+                        continue
+                    accepted, bad = accept(line, adapter, embedding_dim)
+                    events += accepted
+                    for _, r in bad:
+                        rejected[r.reason] += 1
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     events.sort(key=lambda e: e.ts_ms)
     return events, rejected
 
