@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -70,7 +71,7 @@ def read_events(paths, embedding_dim: int | None, adapter=native
     finally:
         if gc_was_enabled:
             gc.enable()
-    events.sort(key=lambda e: e.ts_ms)
+    events.sort(key=attrgetter("ts_ms"))
     return events, rejected
 
 
