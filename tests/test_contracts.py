@@ -152,7 +152,7 @@ def _outcome(fn, obj):
         return (type(exc).__name__,)
     if e is None:
         return None
-    return tuple((f, type(v), v.tobytes() if isinstance(v, np.ndarray) else v)
+    return tuple((f, type(v), (v.dtype, v.tobytes()) if isinstance(v, np.ndarray) else v)
                  for f in Event.__slots__ for v in [getattr(e, f)])
 
 
