@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from pipeline.contracts.alerts import Alert
-from pipeline.contracts.events import MAX_EVENT_BYTES, Rejected, parse_event
+from pipeline.contracts.events import (MAX_EVENT_BYTES, Event, Rejected, _validate_carefully,
+                                       _well_typed, parse_event)
 
 BASE = {"event_id": "e-1", "ts": "2026-03-01T12:00:00Z", "tenant_id": "acme"}
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
@@ -129,3 +130,47 @@ def test_embedding_accepted_exactly_while_it_fits_float32(value, ok):
             with pytest.raises(Rejected) as exc:
                 parse_event(msg(embedding=emb))
             assert exc.value.reason == "embedding_value"
+
+
+FULL = {**BASE, "ts": 1772366400000, "api_key_id": "k1", "model": "m", "endpoint": "/v1/chat",
+        "prompt": "hi", "input_tokens": 3, "output_tokens": 9, "latency_ms": 12.5,
+        "status": 200, "client_ip": "10.0.0.1", "user_agent": "sdk/1.0", "metadata": {"a": 1}}
+ODD = [None, "", "x", "x" * 64, "x" * 65, "x" * 128, "x" * 129, "x" * 256, "x" * 257, "x" * 1025,
+       0, -1, 999, 1000, 2**31 - 1, 2**31, 10**400, True, False, 0.0, -0.0, 7.0, 1e9, 1e9 - 1,
+       float("nan"), float("inf"), "12", [1], {}, {"k": "v" * 20_000}, {1: "not a str key"},
+       946_684_799_999, 946_684_800_000, 4_102_444_800_000, 1.5e12, "2026-03-01T12:00:00.25Z",
+       "2026-03-01T12:00:00", "yesterday", [0.5] * 384, [0] * 383 + [1.5], [0.5] * 10,
+       ["a"] * 384, [0.5] * 383 + [1e39], type("S", (str,), {})("s"), type("I", (int,), {})(5)]
+
+
+def _outcome(fn, obj):
+    try:
+        e = fn(obj, 384)
+    except Rejected as r:
+        return ("rejected", r.reason, r.detail)
+    except (TypeError, OverflowError) as exc:
+        return (type(exc).__name__,)
+    if e is None:
+        return None
+    return tuple((f, type(v), (v.dtype, v.tobytes()) if isinstance(v, np.ndarray) else v)
+                 for f in Event.__slots__ for v in [getattr(e, f)])
+
+
+def test_the_well_typed_fast_path_agrees_with_the_careful_path():
+    """_well_typed may decline (None) but never accept or reject differently."""
+    records = [FULL, {**FULL, "ts": "2026-03-01T14:00:00.250+02:00"}, {**FULL, "latency_ms": 7},
+               {**FULL, "embedding": [0.25] * 384, "metadata": None}]
+    records += [{**FULL, f: v} for f in [*FULL, "embedding", "extra"] for v in ODD]
+    records += [{**FULL, f: v, g: w} for f, g in [("event_id", "ts"), ("ts", "latency_ms"),
+                                                  ("status", "metadata"), ("metadata", "prompt"),
+                                                  ("embedding", "input_tokens"),
+                                                  ("user_agent", "embedding")]
+                for v in ODD[::3] for w in ODD[1::3]]
+    taken = 0
+    for obj in records:
+        fast = _outcome(_well_typed, obj)
+        if fast is not None:
+            taken += 1
+            assert fast == _outcome(_validate_carefully, obj), obj
+    assert taken > len(records) // 10   # the fast path is really exercised
+    assert _well_typed(FULL, 384) is not None
