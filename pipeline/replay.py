@@ -111,23 +111,27 @@ def replay(paths, settings: Settings, *, clickhouse: bool = True, batch: int = 5
     sink = ClickHouseSink(settings.clickhouse_dsn, store_prompts=settings.store_prompts,
                           prompt_salt=settings.prompt_salt) if clickhouse else None
     result = ReplayResult(rejected=rejected)
-    for i, chunk in enumerate(batches(events, batch)):
-        kept, scored, alerts, failed = proc.process_safely(chunk)
-        if failed:
-            result.rejected["internal_error"] += len(failed)
-        for a in alerts:
-            a.stamped()
-        result.alerts += alerts
-        result.events += len(kept)
-        if sink is not None:
-            sink.write(kept, scored, alerts,
-                       token("replay", chunk[0].event_id, chunk[-1].event_id, len(chunk)),
-                       max_wait_s=60)
-        if progress and i % 20 == 0:
-            print(f"\rreplay: {result.events:,}/{len(events):,} events, "
-                  f"{len(result.alerts)} alerts", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
+    gc.freeze()   # the events live to the end: later collector passes need not re-walk them
+    try:
+        for i, chunk in enumerate(batches(events, batch)):
+            kept, scored, alerts, failed = proc.process_safely(chunk)
+            if failed:
+                result.rejected["internal_error"] += len(failed)
+            for a in alerts:
+                a.stamped()
+            result.alerts += alerts
+            result.events += len(kept)
+            if sink is not None:
+                sink.write(kept, scored, alerts,
+                           token("replay", chunk[0].event_id, chunk[-1].event_id, len(chunk)),
+                           max_wait_s=60)
+            if progress and i % 20 == 0:
+                print(f"\rreplay: {result.events:,}/{len(events):,} events, "
+                      f"{len(result.alerts)} alerts", end="", file=sys.stderr, flush=True)
+        if progress:
+            print(file=sys.stderr)
+    finally:
+        gc.unfreeze()
     result.duplicates = proc.duplicates
     result.seconds = time.perf_counter() - t0
     return result
