@@ -21,6 +21,7 @@ BENCHES = {
     "embed": ("pipeline.bench.embedding", "text embedder speed and recall@10 vs MiniLM"),
     "throughput": ("pipeline.bench.throughput", "throughput, latency and memory vs the Kafka ceiling"),
     "campaigns": ("pipeline.bench.campaigns", "campaign stage memory and speed at 1k-100k accounts"),
+    "replay": ("pipeline.bench.replay", "a million events through coverwatch replay on one core"),
 }
 
 
