@@ -327,28 +327,34 @@ class AccountSketcher:
                 last = ts
         a.first_ts, a.last_ts, a.gap_n, a.gap_mean, a.gap_m2 = first, last, gn, mean, m2
         seen, seen_sk, sig, k = a.seen, a.seen_sk, a.sk_sig, self.skeleton_k
+        npr = ex_rep = sk_rep = 0
         for b in bits:
             if b is None or b < 0:
                 continue
-            a.npr += 1
-            if not set_bit(seen, b % EXACT_BITS):
-                a.ex_rep += 1
+            npr += 1
+            j = b % EXACT_BITS
+            if seen[j >> 3] & 1 << (j & 7):    # set_bit, inlined: most prompts stop here
+                ex_rep += 1
                 continue
+            seen[j >> 3] |= 1 << (j & 7)
             rep = 0
             for sk in skeleton_ids(b):
                 if sk and not set_bit(seen_sk, (sk * 2654435761) % SKEL_BITS):
                     rep = sk
             if rep:
-                a.sk_rep += 1
+                sk_rep += 1
                 if rep not in sig and (len(sig) < k or rep < sig[-1]):
                     sig.append(rep)
                     sig.sort()
                     del sig[k:]
-        log1p, tok_sum = math.log1p, a.tok_sum
-        for tok in [e.output_tokens for e in evs]:
-            if tok is not None:
-                a.tok_n += 1
-                tok_sum += log1p(tok)
+        a.npr += npr
+        a.ex_rep += ex_rep
+        a.sk_rep += sk_rep
+        toks = [e.output_tokens for e in evs if e.output_tokens is not None]
+        a.tok_n += len(toks)
+        tok_sum = a.tok_sum
+        for t in map(math.log1p, toks):     # in order, as floats add
+            tok_sum += t
         a.tok_sum = tok_sum
         for n, e in enumerate(evs, a.n + 1):   # client metadata: first values, a few
             if n > 3 and a.model:                # address prefixes and API keys
