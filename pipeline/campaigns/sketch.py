@@ -62,6 +62,8 @@ BITMAP_BITS = 1024
 EXACT_BITS = 2048
 SKEL_BITS = 1024
 CHECKPOINTS = (50, 100, 200)
+PIECES_MIN = 256           # batches folded in pieces: from this many events,
+PIECES_PER_ACCOUNT = 4     # this many per account on average
 _MAX_PREFIXES = 8
 _MAX_KEYS = 16
 
@@ -226,11 +228,9 @@ class AccountSketcher:
     def observe_batch(self, events: Sequence, scored: Sequence) -> None:
         """Fold a batch of events (event-time order per account) and their Scored in.
 
-        The batch is folded account by account, in *pieces* that end at the event where the
-        account reaches a checkpoint (its summary is the state right after it): MinHash,
-        cell bitmap and regions then cost a few numpy operations per batch and one per
-        piece instead of several per event. Accounts are independent, so this gives what
-        folding event by event gives; summaries are put back in event order.
+        A batch with many events per account is folded in pieces (:meth:`_fold_pieces`),
+        others event by event (:meth:`_observe`), where the per-batch numpy and per-piece
+        set-up would cost more than they save. Both give the same sketches and summaries.
         """
         if len(events) != len(scored):
             raise ValueError("events and scored must have the same length")
@@ -240,6 +240,40 @@ class AccountSketcher:
         bits = scored.bits if isinstance(scored, ScoredBatch) else None
         if bits is None:    # a detector that does not pass prompt signals along
             bits = [prompt_bits(e.prompt, self._texts) for e in events]
+        if len(events) >= PIECES_MIN and len(events) >= PIECES_PER_ACCOUNT * len(
+                {e.tenant_id: None for e in events}):
+            self._fold_pieces(events, cells, bits)
+            return
+        c = np.asarray(cells, dtype=np.int64)
+        mh = self.cell_minhashes(c)
+        pos = (_mix64(c.astype(np.uint64)) % np.uint64(BITMAP_BITS)).tolist()
+        accts = self._accts
+        for i, e in enumerate(events):
+            tid = e.tenant_id
+            a = accts.get(tid)
+            if a is None:
+                a = accts[tid] = _Acct(self.n_hashes)
+                if len(accts) > self.max_accounts:
+                    accts.popitem(last=False)
+            else:
+                accts.move_to_end(tid)
+            cell = cells[i]
+            if cell > 0:
+                a.nv += 1
+                np.minimum(a.minhash, mh[i], out=a.minhash)
+                set_bit(a.bitmap, pos[i])
+                a.regions |= 1 << ((cell - 1) & 63)
+            self._observe(a, e, bits[i])
+            if a.n >= a.next_emit:
+                self._out.append(self._summary(tid, a))
+                a.next_emit = self._next_emit(a.next_emit)
+
+    def _fold_pieces(self, events: Sequence, cells: list, bits: list) -> None:
+        """The batch account by account, in *pieces* that end at the event where the account
+        reaches a checkpoint (its summary is the state right after it): MinHash, cell
+        bitmap and regions cost a few numpy operations per batch and one per piece, the rest
+        one Python loop per part (:meth:`_fold`). Accounts are independent, so this gives
+        what folding event by event gives; summaries are put back in event order."""
         order: list[int] = []    # the batch's event indices, account by account
         pieces = []              # (sketch, start, end) in ``order``
         for a, idx in self._touch(events).items():
@@ -263,7 +297,7 @@ class AccountSketcher:
         region = np.left_shift(np.uint64(1), ((c - 1) & 63).astype(np.uint64))
         regions = np.bitwise_or.reduceat(np.where(has, region, np.uint64(0)), starts).tolist()
         cell_bits = np.zeros((len(pieces), BITMAP_BITS), dtype=bool)
-        piece_of = np.repeat(np.arange(len(pieces)), np.diff(starts, append=len(order)))
+        piece_of = np.repeat(np.arange(len(pieces)), [hi - lo for _, lo, hi in pieces])
         cell_bits[piece_of[has], _mix64(c[has].astype(np.uint64)) % np.uint64(BITMAP_BITS)] = True
         bitmaps = np.packbits(cell_bits, axis=1, bitorder="little")   # set_bit's layout
         evs = [events[i] for i in order]
@@ -308,9 +342,62 @@ class AccountSketcher:
     def _next_emit(self, due: int) -> int:
         return due * 2 if due < CHECKPOINTS[-1] else due + self.every
 
+    def _observe(self, a: _Acct, e, b: int | None) -> None:
+        """Fold one event into ``a``, all but its cell (see :meth:`observe_batch`)."""
+        a.n += 1
+        ts = e.ts_ms
+        if a.first_ts < 0:
+            a.first_ts = ts
+        elif a.last_ts >= 0:
+            gap = math.log10(1.0 + max(ts - a.last_ts, 0) / 1000.0)
+            a.gap_n += 1
+            d = gap - a.gap_mean
+            a.gap_mean += d / a.gap_n
+            a.gap_m2 += d * (gap - a.gap_mean)
+        a.last_ts = max(a.last_ts, ts)
+        if b is not None and b >= 0:
+            a.npr += 1
+            if not set_bit(a.seen, b % EXACT_BITS):
+                a.ex_rep += 1
+            else:
+                head, tail = skeleton_ids(b)
+                rep = 0
+                for sk in (head, tail):
+                    if sk and not set_bit(a.seen_sk, (sk * 2654435761) % SKEL_BITS):
+                        rep = sk
+                if rep:
+                    a.sk_rep += 1
+                    sig = a.sk_sig
+                    if rep not in sig and (len(sig) < self.skeleton_k or rep < sig[-1]):
+                        sig.append(rep)
+                        sig.sort()
+                        del sig[self.skeleton_k:]
+        tok = e.output_tokens
+        if tok is not None:
+            a.tok_n += 1
+            a.tok_sum += math.log1p(tok)
+        if a.n <= 3 or not a.model:      # client metadata: first values, a few prefixes/keys
+            a.model = a.model or text_hash(e.model)
+            a.endpoint = a.endpoint or text_hash(e.endpoint)
+            a.ua = a.ua or text_hash(e.user_agent)
+        ip = e.client_ip
+        if ip:
+            ph = _PREFIXES.get(ip)
+            if ph is None:
+                ph = _remember(_PREFIXES, ip, text_hash(ip_prefix(ip)))
+            if ph not in a.prefixes and len(a.prefixes) < _MAX_PREFIXES:
+                a.prefixes.append(ph)
+        key = e.api_key_id
+        if key:
+            kh = _KEYS.get(key)
+            if kh is None:
+                kh = _remember(_KEYS, key, text_hash(key))
+            if kh not in a.keys and len(a.keys) < _MAX_KEYS:
+                a.keys.append(kh)
+
     def _fold(self, a: _Acct, evs: list, bits: list) -> None:
         """Fold events of account ``a`` (in order) and their prompt signals into its sketch,
-        all but the cells (see :meth:`observe_batch`): one loop per part, state in locals."""
+        all but the cells (see :meth:`_fold_pieces`): one loop per part, state in locals."""
         first, last, gn, mean, m2 = a.first_ts, a.last_ts, a.gap_n, a.gap_mean, a.gap_m2
         log10 = math.log10
         for e in evs:     # Welford over log10 inter-arrival seconds, in order (floats)
