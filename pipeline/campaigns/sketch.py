@@ -240,16 +240,15 @@ class AccountSketcher:
         bits = scored.bits if isinstance(scored, ScoredBatch) else None
         if bits is None:    # a detector that does not pass prompt signals along
             bits = [prompt_bits(e.prompt, self._texts) for e in events]
-        if len(events) >= PIECES_MIN and len(events) >= PIECES_PER_ACCOUNT * len(
-                {e.tenant_id: None for e in events}):
-            self._fold_pieces(events, cells, bits)
+        tids = [e.tenant_id for e in events]
+        if len(events) >= PIECES_MIN and len(events) >= PIECES_PER_ACCOUNT * len(set(tids)):
+            self._fold_pieces(events, tids, cells, bits)
             return
         c = np.asarray(cells, dtype=np.int64)
         mh = self.cell_minhashes(c)
         pos = (_mix64(c.astype(np.uint64)) % np.uint64(BITMAP_BITS)).tolist()
         accts = self._accts
-        for i, e in enumerate(events):
-            tid = e.tenant_id
+        for i, (e, tid) in enumerate(zip(events, tids)):
             a = accts.get(tid)
             if a is None:
                 a = accts[tid] = _Acct(self.n_hashes)
@@ -268,7 +267,7 @@ class AccountSketcher:
                 self._out.append(self._summary(tid, a))
                 a.next_emit = self._next_emit(a.next_emit)
 
-    def _fold_pieces(self, events: Sequence, cells: list, bits: list) -> None:
+    def _fold_pieces(self, events: Sequence, tids: list, cells: list, bits: list) -> None:
         """The batch account by account, in *pieces* that end at the event where the account
         reaches a checkpoint (its summary is the state right after it): MinHash, cell
         bitmap and regions cost a few numpy operations per batch and one per piece, the rest
@@ -276,7 +275,7 @@ class AccountSketcher:
         what folding event by event gives; summaries are put back in event order."""
         order: list[int] = []    # the batch's event indices, account by account
         pieces = []              # (sketch, start, end) in ``order``
-        for a, idx in self._touch(events).items():
+        for a, idx in self._touch(tids).items():
             n, due, lo = a.n, a.next_emit, len(order)
             order += idx
             while lo < len(order):
@@ -312,19 +311,18 @@ class AccountSketcher:
                 a.regions |= regions[k]
             self._fold(a, evs[lo:hi], bits[lo:hi])
             if a.n >= a.next_emit:
-                out.append((order[hi - 1], self._summary(evs[lo].tenant_id, a)))
+                out.append((order[hi - 1], self._summary(tids[order[lo]], a)))
                 a.next_emit = self._next_emit(a.next_emit)
         out.sort(key=lambda x: x[0])
         self._out += [s for _, s in out]
 
-    def _touch(self, events: Sequence) -> dict[_Acct, list[int]]:
+    def _touch(self, tids: list[str]) -> dict[_Acct, list[int]]:
         """Each event's account sketch (created, or marked most recently used), event by
         event as the LRU must be; -> sketch: its events. Keyed by sketch, not account: an
         account forgotten and seen again within the batch has two."""
         accts = self._accts
         groups: dict[_Acct, list[int]] = {}
-        for i, e in enumerate(events):
-            tid = e.tenant_id
+        for i, tid in enumerate(tids):
             a = accts.get(tid)
             if a is None:
                 a = accts[tid] = _Acct(self.n_hashes)
