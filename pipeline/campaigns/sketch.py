@@ -395,10 +395,11 @@ class AccountSketcher:
 
     def _fold(self, a: _Acct, evs: list, bits: list) -> None:
         """Fold events of account ``a`` (in order) and their prompt signals into its sketch,
-        all but the cells (see :meth:`_fold_pieces`): one loop per part, state in locals."""
+        all but the cells (see :meth:`_fold_pieces`): a loop per part, state in locals."""
         first, last, gn, mean, m2 = a.first_ts, a.last_ts, a.gap_n, a.gap_mean, a.gap_m2
-        log10 = math.log10
-        for e in evs:     # Welford over log10 inter-arrival seconds, in order (floats)
+        tok_n, tok_sum = a.tok_n, a.tok_sum
+        log10, log1p = math.log10, math.log1p
+        for e in evs:     # Welford over log10 gaps, sum of log tokens: floats, in order
             ts = e.ts_ms
             if first < 0:
                 first = ts
@@ -410,7 +411,12 @@ class AccountSketcher:
                 m2 += d * (gap - mean)
             if ts > last:
                 last = ts
+            tok = e.output_tokens
+            if tok is not None:
+                tok_n += 1
+                tok_sum += log1p(tok)
         a.first_ts, a.last_ts, a.gap_n, a.gap_mean, a.gap_m2 = first, last, gn, mean, m2
+        a.tok_n, a.tok_sum = tok_n, tok_sum
         seen, seen_sk, sig, k = a.seen, a.seen_sk, a.sk_sig, self.skeleton_k
         npr = ex_rep = sk_rep = 0
         for b in bits:
@@ -435,12 +441,6 @@ class AccountSketcher:
         a.npr += npr
         a.ex_rep += ex_rep
         a.sk_rep += sk_rep
-        toks = [e.output_tokens for e in evs if e.output_tokens is not None]
-        a.tok_n += len(toks)
-        tok_sum = a.tok_sum
-        for t in map(math.log1p, toks):     # in order, as floats add
-            tok_sum += t
-        a.tok_sum = tok_sum
         for n, e in enumerate(evs, a.n + 1):   # client metadata: first values, a few
             if n > 3 and a.model:                # address prefixes and API keys
                 break
@@ -448,23 +448,20 @@ class AccountSketcher:
             a.endpoint = a.endpoint or text_hash(e.endpoint)
             a.ua = a.ua or text_hash(e.user_agent)
         a.n += len(evs)
-        prefixes, keys = a.prefixes, a.keys
-        if len(prefixes) < _MAX_PREFIXES:
-            for ip in dict.fromkeys([e.client_ip for e in evs]):
-                if ip:
-                    ph = _PREFIXES.get(ip)
-                    if ph is None:
-                        ph = _remember(_PREFIXES, ip, text_hash(ip_prefix(ip)))
-                    if ph not in prefixes and len(prefixes) < _MAX_PREFIXES:
-                        prefixes.append(ph)
-        if len(keys) < _MAX_KEYS:
-            for key in dict.fromkeys([e.api_key_id for e in evs]):
-                if key:
-                    kh = _KEYS.get(key)
-                    if kh is None:
-                        kh = _remember(_KEYS, key, text_hash(key))
-                    if kh not in keys and len(keys) < _MAX_KEYS:
-                        keys.append(kh)
+        prefixes, keys = a.prefixes, a.keys   # first of each, in order: distinct pairs do
+        for ip, key in dict.fromkeys([(e.client_ip, e.api_key_id) for e in evs]):
+            if ip and len(prefixes) < _MAX_PREFIXES:
+                ph = _PREFIXES.get(ip)
+                if ph is None:
+                    ph = _remember(_PREFIXES, ip, text_hash(ip_prefix(ip)))
+                if ph not in prefixes:
+                    prefixes.append(ph)
+            if key and len(keys) < _MAX_KEYS:
+                kh = _KEYS.get(key)
+                if kh is None:
+                    kh = _remember(_KEYS, key, text_hash(key))
+                if kh not in keys:
+                    keys.append(kh)
 
     def _summary(self, tid: str, a: _Acct) -> dict:
         gap_sd = math.sqrt(a.gap_m2 / (a.gap_n - 1)) if a.gap_n > 1 else 0.0
