@@ -248,7 +248,7 @@ class AccountSketcher:
         mh = self.cell_minhashes(c)
         pos = (_mix64(c.astype(np.uint64)) % np.uint64(BITMAP_BITS)).tolist()
         accts = self._accts
-        for i, (e, tid) in enumerate(zip(events, tids)):
+        for i, (e, tid, cell) in enumerate(zip(events, tids, c.tolist())):
             a = accts.get(tid)
             if a is None:
                 a = accts[tid] = _Acct(self.n_hashes)
@@ -256,7 +256,6 @@ class AccountSketcher:
                     accts.popitem(last=False)
             else:
                 accts.move_to_end(tid)
-            cell = cells[i]
             if cell > 0:
                 a.nv += 1
                 np.minimum(a.minhash, mh[i], out=a.minhash)
