@@ -133,6 +133,38 @@ def test_dump_load_round_trip_continues_identically():
     assert rest[-1].alert_id == ref_alerts[-1].alert_id
 
 
+@pytest.mark.parametrize("max_accounts", [1_000_000, 5])
+def test_sketcher_batches_give_what_one_event_at_a_time_gives(max_accounts):
+    """Large batches are folded account by account in pieces cut at checkpoints, small ones
+    event by event: any batching must give the summaries (and their order) and sketches of
+    one event per call.
+    Many checkpoints (every=3), accounts interleaved, repeated prompts, events without cell,
+    prompt or tokens, and (max_accounts=5) rare accounts forgotten and re-created mid-batch."""
+    rng = np.random.default_rng(7)
+    evs, cells = [], []
+    for i in range(3000):
+        j = int(rng.choice(7, p=[0.32, 0.32, 0.32, 0.01, 0.01, 0.01, 0.01]))
+        evs.append(Event(f"e{i}", T0 + 1000 * i + int(rng.integers(-3000, 3000)), f"acct{j}",
+                         prompt=None if i % 11 == 0 else f"task {j} step {rng.integers(40)}",
+                         output_tokens=None if i % 5 == 0 else int(rng.integers(900)),
+                         client_ip=f"10.{j}.{rng.integers(3)}.{i % 7}", api_key_id=f"k{i % 9}",
+                         model="m" if i > 3 else None))
+        cells.append(0 if i % 13 == 0 else int(rng.integers(1, 300)))
+
+    def run(size):
+        sk = AccountSketcher(every=3, max_accounts=max_accounts)
+        out = []
+        for i in range(0, len(evs), size):
+            sk.observe_batch(evs[i:i + size], [Scored(cell=c) for c in cells[i:i + size]])
+            out += sk.drain()
+        return out, {t: sk.dump_tenant(t) for t in sk._accts}
+
+    one = run(1)
+    assert len(one[0]) > 500
+    for size in (7, 512, len(evs)):   # 512, 3000: in pieces
+        assert run(size) == one
+
+
 def test_memory_bounded():
     sk = AccountSketcher(max_accounts=100)
     evs = [Event(f"e{i}", T0 + i, f"acct{i}", prompt="x") for i in range(500)]

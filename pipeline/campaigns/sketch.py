@@ -62,17 +62,18 @@ BITMAP_BITS = 1024
 EXACT_BITS = 2048
 SKEL_BITS = 1024
 CHECKPOINTS = (50, 100, 200)
-_MASK64 = (1 << 64) - 1
+PIECES_MIN = 256           # batches folded in pieces: from this many events,
+PIECES_PER_ACCOUNT = 4     # this many per account on average
 _MAX_PREFIXES = 8
 _MAX_KEYS = 16
 
 
-def _mix64(x: int) -> int:
-    """splitmix64 finaliser: a stable 64-bit hash of an integer."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: stable 64-bit hashes of uint64 integers (wrapping arithmetic)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 def text_hash(s: str | None) -> int:
@@ -225,21 +226,29 @@ class AccountSketcher:
         return (h >> np.uint64(32)).astype(np.uint32)
 
     def observe_batch(self, events: Sequence, scored: Sequence) -> None:
-        """Fold a batch of events (event-time order per account) and their Scored in."""
+        """Fold a batch of events (event-time order per account) and their Scored in.
+
+        A batch with many events per account is folded in pieces (:meth:`_fold_pieces`),
+        others event by event (:meth:`_observe`), where the per-batch numpy and per-piece
+        set-up would cost more than they save. Both give the same sketches and summaries.
+        """
         if len(events) != len(scored):
             raise ValueError("events and scored must have the same length")
         if not events:
             return
-        cells = np.asarray(scored_columns(scored)[0], dtype=np.int64)
+        cells = scored_columns(scored)[0]
         bits = scored.bits if isinstance(scored, ScoredBatch) else None
         if bits is None:    # a detector that does not pass prompt signals along
             bits = [prompt_bits(e.prompt, self._texts) for e in events]
-        has = np.flatnonzero(cells > 0)
-        mh_rows = self.cell_minhashes(cells[has]) if len(has) else None
-        row_of = dict(zip(has.tolist(), range(len(has))))
+        tids = [e.tenant_id for e in events]
+        if len(events) >= PIECES_MIN and len(events) >= PIECES_PER_ACCOUNT * len(set(tids)):
+            self._fold_pieces(events, tids, cells, bits)
+            return
+        c = np.asarray(cells, dtype=np.int64)
+        mh = self.cell_minhashes(c)
+        pos = (_mix64(c.astype(np.uint64)) % np.uint64(BITMAP_BITS)).tolist()
         accts = self._accts
-        for i, e in enumerate(events):
-            tid = e.tenant_id
+        for i, (e, tid, cell) in enumerate(zip(events, tids, c.tolist())):
             a = accts.get(tid)
             if a is None:
                 a = accts[tid] = _Acct(self.n_hashes)
@@ -247,15 +256,91 @@ class AccountSketcher:
                     accts.popitem(last=False)
             else:
                 accts.move_to_end(tid)
-            cell = int(cells[i])
-            r = row_of.get(i) if cell > 0 else None
-            self._observe(a, e, cell, None if r is None else mh_rows[r], bits[i])
+            if cell > 0:
+                a.nv += 1
+                np.minimum(a.minhash, mh[i], out=a.minhash)
+                set_bit(a.bitmap, pos[i])
+                a.regions |= 1 << ((cell - 1) & 63)
+            self._observe(a, e, bits[i])
             if a.n >= a.next_emit:
                 self._out.append(self._summary(tid, a))
-                a.next_emit = (a.next_emit * 2 if a.next_emit < CHECKPOINTS[-1]
-                               else a.next_emit + self.every)
+                a.next_emit = self._next_emit(a.next_emit)
 
-    def _observe(self, a: _Acct, e, cell: int, mh_row, b: int | None) -> None:
+    def _fold_pieces(self, events: Sequence, tids: list, cells: list, bits: list) -> None:
+        """The batch account by account, in *pieces* that end at the event where the account
+        reaches a checkpoint (its summary is the state right after it): MinHash, cell
+        bitmap and regions cost a few numpy operations per batch and one per piece, the rest
+        one Python loop per part (:meth:`_fold`). Accounts are independent, so this gives
+        what folding event by event gives; summaries are put back in event order."""
+        order: list[int] = []    # the batch's event indices, account by account
+        pieces = []              # (sketch, start, end) in ``order``
+        for a, idx in self._touch(tids).items():
+            n, due, lo = a.n, a.next_emit, len(order)
+            order += idx
+            while lo < len(order):
+                hi = min(len(order), lo + max(due - n, 1))
+                pieces.append((a, lo, hi))
+                n += hi - lo
+                if n >= due:
+                    due = self._next_emit(due)
+                lo = hi
+        c = np.asarray(cells, dtype=np.int64)[order]
+        has = c > 0
+        starts = np.array([lo for _, lo, _ in pieces])
+        u, inv = np.unique(c, return_inverse=True)   # a batch re-visits cells a lot
+        mh = self.cell_minhashes(u)
+        mh[u <= 0] = 0xFFFFFFFF    # no cell: nothing to take the minimum with
+        mins = np.minimum.reduceat(mh[inv], starts)
+        nv = np.add.reduceat(has.astype(np.int64), starts).tolist()
+        region = np.left_shift(np.uint64(1), ((c - 1) & 63).astype(np.uint64))
+        regions = np.bitwise_or.reduceat(np.where(has, region, np.uint64(0)), starts).tolist()
+        cell_bits = np.zeros((len(pieces), BITMAP_BITS), dtype=bool)
+        piece_of = np.repeat(np.arange(len(pieces)), [hi - lo for _, lo, hi in pieces])
+        cell_bits[piece_of[has], _mix64(c[has].astype(np.uint64)) % np.uint64(BITMAP_BITS)] = True
+        bitmaps = np.packbits(cell_bits, axis=1, bitorder="little")   # set_bit's layout
+        evs = [events[i] for i in order]
+        bits = [bits[i] for i in order]
+        out = []
+        for k, (a, lo, hi) in enumerate(pieces):
+            if nv[k]:
+                a.nv += nv[k]
+                np.minimum(a.minhash, mins[k], out=a.minhash)
+                bm = np.frombuffer(a.bitmap, dtype=np.uint8)
+                np.bitwise_or(bm, bitmaps[k], out=bm)
+                a.regions |= regions[k]
+            self._fold(a, evs[lo:hi], bits[lo:hi])
+            if a.n >= a.next_emit:
+                out.append((order[hi - 1], self._summary(tids[order[lo]], a)))
+                a.next_emit = self._next_emit(a.next_emit)
+        out.sort(key=lambda x: x[0])
+        self._out += [s for _, s in out]
+
+    def _touch(self, tids: list[str]) -> dict[_Acct, list[int]]:
+        """Each event's account sketch (created, or marked most recently used), event by
+        event as the LRU must be; -> sketch: its events. Keyed by sketch, not account: an
+        account forgotten and seen again within the batch has two."""
+        accts = self._accts
+        groups: dict[_Acct, list[int]] = {}
+        for i, tid in enumerate(tids):
+            a = accts.get(tid)
+            if a is None:
+                a = accts[tid] = _Acct(self.n_hashes)
+                if len(accts) > self.max_accounts:
+                    accts.popitem(last=False)
+            else:
+                accts.move_to_end(tid)
+            g = groups.get(a)
+            if g is None:
+                groups[a] = [i]
+            else:
+                g.append(i)
+        return groups
+
+    def _next_emit(self, due: int) -> int:
+        return due * 2 if due < CHECKPOINTS[-1] else due + self.every
+
+    def _observe(self, a: _Acct, e, b: int | None) -> None:
+        """Fold one event into ``a``, all but its cell (see :meth:`observe_batch`)."""
         a.n += 1
         ts = e.ts_ms
         if a.first_ts < 0:
@@ -267,12 +352,6 @@ class AccountSketcher:
             a.gap_mean += d / a.gap_n
             a.gap_m2 += d * (gap - a.gap_mean)
         a.last_ts = max(a.last_ts, ts)
-        if mh_row is not None:
-            a.nv += 1
-            np.minimum(a.minhash, mh_row, out=a.minhash)
-            h = _mix64(cell)
-            set_bit(a.bitmap, h % BITMAP_BITS)
-            a.regions |= 1 << ((cell - 1) & 63)
         if b is not None and b >= 0:
             a.npr += 1
             if not set_bit(a.seen, b % EXACT_BITS):
@@ -312,6 +391,76 @@ class AccountSketcher:
                 kh = _remember(_KEYS, key, text_hash(key))
             if kh not in a.keys and len(a.keys) < _MAX_KEYS:
                 a.keys.append(kh)
+
+    def _fold(self, a: _Acct, evs: list, bits: list) -> None:
+        """Fold events of account ``a`` (in order) and their prompt signals into its sketch,
+        all but the cells (see :meth:`_fold_pieces`): a loop per part, state in locals."""
+        first, last, gn, mean, m2 = a.first_ts, a.last_ts, a.gap_n, a.gap_mean, a.gap_m2
+        tok_n, tok_sum = a.tok_n, a.tok_sum
+        log10, log1p = math.log10, math.log1p
+        for e in evs:     # Welford over log10 gaps, sum of log tokens: floats, in order
+            ts = e.ts_ms
+            if first < 0:
+                first = ts
+            elif last >= 0:
+                gap = log10(1.0 + max(ts - last, 0) / 1000.0)
+                gn += 1
+                d = gap - mean
+                mean += d / gn
+                m2 += d * (gap - mean)
+            if ts > last:
+                last = ts
+            tok = e.output_tokens
+            if tok is not None:
+                tok_n += 1
+                tok_sum += log1p(tok)
+        a.first_ts, a.last_ts, a.gap_n, a.gap_mean, a.gap_m2 = first, last, gn, mean, m2
+        a.tok_n, a.tok_sum = tok_n, tok_sum
+        seen, seen_sk, sig, k = a.seen, a.seen_sk, a.sk_sig, self.skeleton_k
+        npr = ex_rep = sk_rep = 0
+        for b in bits:
+            if b is None or b < 0:
+                continue
+            npr += 1
+            j = b % EXACT_BITS
+            if seen[j >> 3] & 1 << (j & 7):    # set_bit, inlined: most prompts stop here
+                ex_rep += 1
+                continue
+            seen[j >> 3] |= 1 << (j & 7)
+            rep = 0
+            for sk in skeleton_ids(b):
+                if sk and not set_bit(seen_sk, (sk * 2654435761) % SKEL_BITS):
+                    rep = sk
+            if rep:
+                sk_rep += 1
+                if rep not in sig and (len(sig) < k or rep < sig[-1]):
+                    sig.append(rep)
+                    sig.sort()
+                    del sig[k:]
+        a.npr += npr
+        a.ex_rep += ex_rep
+        a.sk_rep += sk_rep
+        for n, e in enumerate(evs, a.n + 1):   # client metadata: first values, a few
+            if n > 3 and a.model:                # address prefixes and API keys
+                break
+            a.model = a.model or text_hash(e.model)
+            a.endpoint = a.endpoint or text_hash(e.endpoint)
+            a.ua = a.ua or text_hash(e.user_agent)
+        a.n += len(evs)
+        prefixes, keys = a.prefixes, a.keys   # first of each, in order: distinct pairs do
+        for ip, key in dict.fromkeys([(e.client_ip, e.api_key_id) for e in evs]):
+            if ip and len(prefixes) < _MAX_PREFIXES:
+                ph = _PREFIXES.get(ip)
+                if ph is None:
+                    ph = _remember(_PREFIXES, ip, text_hash(ip_prefix(ip)))
+                if ph not in prefixes:
+                    prefixes.append(ph)
+            if key and len(keys) < _MAX_KEYS:
+                kh = _KEYS.get(key)
+                if kh is None:
+                    kh = _remember(_KEYS, key, text_hash(key))
+                if kh not in keys:
+                    keys.append(kh)
 
     def _summary(self, tid: str, a: _Acct) -> dict:
         gap_sd = math.sqrt(a.gap_m2 / (a.gap_n - 1)) if a.gap_n > 1 else 0.0
