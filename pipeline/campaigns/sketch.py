@@ -247,15 +247,9 @@ class AccountSketcher:
         c = np.asarray(cells, dtype=np.int64)
         mh = self.cell_minhashes(c)
         pos = (_mix64(c.astype(np.uint64)) % np.uint64(BITMAP_BITS)).tolist()
-        accts = self._accts
+        account = self._account
         for i, (e, tid, cell) in enumerate(zip(events, tids, c.tolist())):
-            a = accts.get(tid)
-            if a is None:
-                a = accts[tid] = _Acct(self.n_hashes)
-                if len(accts) > self.max_accounts:
-                    accts.popitem(last=False)
-            else:
-                accts.move_to_end(tid)
+            a = account(tid)
             if cell > 0:
                 a.nv += 1
                 np.minimum(a.minhash, mh[i], out=a.minhash)
@@ -319,22 +313,29 @@ class AccountSketcher:
         """Each event's account sketch (created, or marked most recently used), event by
         event as the LRU must be; -> sketch: its events. Keyed by sketch, not account: an
         account forgotten and seen again within the batch has two."""
-        accts = self._accts
+        account = self._account
         groups: dict[_Acct, list[int]] = {}
         for i, tid in enumerate(tids):
-            a = accts.get(tid)
-            if a is None:
-                a = accts[tid] = _Acct(self.n_hashes)
-                if len(accts) > self.max_accounts:
-                    accts.popitem(last=False)
-            else:
-                accts.move_to_end(tid)
+            a = account(tid)
             g = groups.get(a)
             if g is None:
                 groups[a] = [i]
             else:
                 g.append(i)
         return groups
+
+    def _account(self, tid: str) -> _Acct:
+        """The account's sketch, created (forgetting the least recently active beyond
+        ``max_accounts``) or marked most recently used."""
+        accts = self._accts
+        a = accts.get(tid)
+        if a is None:
+            a = accts[tid] = _Acct(self.n_hashes)
+            if len(accts) > self.max_accounts:
+                accts.popitem(last=False)
+        else:
+            accts.move_to_end(tid)
+        return a
 
     def _next_emit(self, due: int) -> int:
         return due * 2 if due < CHECKPOINTS[-1] else due + self.every
