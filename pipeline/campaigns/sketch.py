@@ -229,8 +229,8 @@ class AccountSketcher:
         """Fold a batch of events (event-time order per account) and their Scored in.
 
         A batch with many events per account is folded in pieces (:meth:`_fold_pieces`),
-        others event by event (:meth:`_observe`), where the per-batch numpy and per-piece
-        set-up would cost more than they save. Both give the same sketches and summaries.
+        others event by event, where the per-batch numpy and per-piece set-up would cost
+        more than they save. Both give the same sketches and summaries.
         """
         if len(events) != len(scored):
             raise ValueError("events and scored must have the same length")
@@ -255,7 +255,7 @@ class AccountSketcher:
                 np.minimum(a.minhash, mh[i], out=a.minhash)
                 set_bit(a.bitmap, pos[i])
                 a.regions |= 1 << ((cell - 1) & 63)
-            self._observe(a, e, bits[i])
+            self._fold(a, [e], [bits[i]])
             if a.n >= a.next_emit:
                 self._out.append(self._summary(tid, a))
                 a.next_emit = self._next_emit(a.next_emit)
@@ -340,62 +340,10 @@ class AccountSketcher:
     def _next_emit(self, due: int) -> int:
         return due * 2 if due < CHECKPOINTS[-1] else due + self.every
 
-    def _observe(self, a: _Acct, e, b: int | None) -> None:
-        """Fold one event into ``a``, all but its cell (see :meth:`observe_batch`)."""
-        a.n += 1
-        ts = e.ts_ms
-        if a.first_ts < 0:
-            a.first_ts = ts
-        elif a.last_ts >= 0:
-            gap = math.log10(1.0 + max(ts - a.last_ts, 0) / 1000.0)
-            a.gap_n += 1
-            d = gap - a.gap_mean
-            a.gap_mean += d / a.gap_n
-            a.gap_m2 += d * (gap - a.gap_mean)
-        a.last_ts = max(a.last_ts, ts)
-        if b is not None and b >= 0:
-            a.npr += 1
-            if not set_bit(a.seen, b % EXACT_BITS):
-                a.ex_rep += 1
-            else:
-                head, tail = skeleton_ids(b)
-                rep = 0
-                for sk in (head, tail):
-                    if sk and not set_bit(a.seen_sk, (sk * 2654435761) % SKEL_BITS):
-                        rep = sk
-                if rep:
-                    a.sk_rep += 1
-                    sig = a.sk_sig
-                    if rep not in sig and (len(sig) < self.skeleton_k or rep < sig[-1]):
-                        sig.append(rep)
-                        sig.sort()
-                        del sig[self.skeleton_k:]
-        tok = e.output_tokens
-        if tok is not None:
-            a.tok_n += 1
-            a.tok_sum += math.log1p(tok)
-        if a.n <= 3 or not a.model:      # client metadata: first values, a few prefixes/keys
-            a.model = a.model or text_hash(e.model)
-            a.endpoint = a.endpoint or text_hash(e.endpoint)
-            a.ua = a.ua or text_hash(e.user_agent)
-        ip = e.client_ip
-        if ip:
-            ph = _PREFIXES.get(ip)
-            if ph is None:
-                ph = _remember(_PREFIXES, ip, text_hash(ip_prefix(ip)))
-            if ph not in a.prefixes and len(a.prefixes) < _MAX_PREFIXES:
-                a.prefixes.append(ph)
-        key = e.api_key_id
-        if key:
-            kh = _KEYS.get(key)
-            if kh is None:
-                kh = _remember(_KEYS, key, text_hash(key))
-            if kh not in a.keys and len(a.keys) < _MAX_KEYS:
-                a.keys.append(kh)
-
     def _fold(self, a: _Acct, evs: list, bits: list) -> None:
         """Fold events of account ``a`` (in order) and their prompt signals into its sketch,
-        all but the cells (see :meth:`_fold_pieces`): a loop per part, state in locals."""
+        all but the cells (which the callers fold for a whole batch): a loop per part,
+        state in locals. The per-event path calls it with one event."""
         first, last, gn, mean, m2 = a.first_ts, a.last_ts, a.gap_n, a.gap_mean, a.gap_m2
         tok_n, tok_sum = a.tok_n, a.tok_sum
         log10, log1p = math.log10, math.log1p
