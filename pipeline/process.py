@@ -44,6 +44,14 @@ def make_campaigns(enabled: bool = True, seed: int = 0):
     return AccountSketcher(seed=seed), CampaignStage(seed=seed)
 
 
+def _trim(d: dict, limit: int) -> None:
+    """Forget the oldest entries beyond ``limit`` (a dict keeps insertion order)."""
+    excess = len(d) - limit
+    if excess > 0:
+        for k in list(islice(d, excess)):
+            del d[k]
+
+
 class Processor:
     """De-duplicates by event_id (bounded), fills missing embeddings in one batch, runs the
     per-tenant detector and, when given, the campaign sketcher (per account) and stage (global).
@@ -79,10 +87,7 @@ class Processor:
                     continue
                 recent[key] = None
                 out.append(e)
-        excess = len(recent) - self.dedup_window
-        if excess > 0:   # forget the oldest (a dict keeps insertion order)
-            for key in list(islice(recent, excess)):
-                del recent[key]
+        _trim(recent, self.dedup_window)
         return out
 
     def embed(self, events: Sequence[Event]) -> None:
@@ -119,10 +124,7 @@ class Processor:
                 v.flags.writeable = False   # shared by events and the cache
             got.update(zip(texts, rows))
         cache.update(got)
-        excess = len(cache) - self.vector_cache
-        if excess > 0:
-            for k in list(islice(cache, excess)):
-                del cache[k]
+        _trim(cache, self.vector_cache)
         for e, k in zip(todo, keys):
             e.embedding = got[k]
 
