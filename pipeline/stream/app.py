@@ -118,8 +118,9 @@ def create_app(settings: Settings) -> faust.App:
     metrics = Metrics()
     sketcher, stage = make_campaigns(s.campaigns)
     detector = make_detector(s.detector)
+    # the campaign stage runs in its own agent below, so the processor has none
     processor = Processor(detector, make_embedder(s.embedder, s.embedding_dim),
-                          sketcher=sketcher, vector_cache=s.vector_cache)  # the stage runs in its own agent below
+                          sketcher=sketcher, vector_cache=s.vector_cache)
     global_parts = {}
     if hasattr(detector, "dump_population"):
         global_parts["population.bin"] = (detector, "dump_population", "load_population")
@@ -227,7 +228,8 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):
-        checkpoints.forget_partitions({tp.partition for tp in revoked if tp.topic == events.get_topic_name()})
+        ours = events.get_topic_name()
+        checkpoints.forget_partitions({tp.partition for tp in revoked if tp.topic == ours})
 
     @app.timer(interval=10.0)
     async def report():
