@@ -105,11 +105,10 @@ def _seq_sums(seg, pos, vals, carry, nseg, maxlen) -> list[float]:
 
 
 def _feed(ad, xs) -> None:
-    """ADWIN.update for each of ``xs``, without its Python wrapper (same two steps)."""
+    """ADWIN.update for each of ``xs``, in order."""
+    update = ad.update
     for x in xs:
-        if ad._drift_detected:
-            ad._reset()
-        ad._drift_detected = ad._helper.update(x)
+        update(x)
 
 
 def fold_events(tenants: dict, events: list, codes: tuple, window: int, out: ScoredBatch,

@@ -294,10 +294,7 @@ def fold(states: list[TenantState], codes: list, bits: list, ts: list, tokens: l
             c = code & 0x3FFF
             bm, j, bit = s.seen14, c >> 3, 1 << (c & 7)
             novel14 = not bm[j] & bit
-            ad = s.adwin   # ADWIN.update without its Python wrapper (same two steps)
-            if ad._drift_detected:
-                ad._reset()
-            ad._drift_detected = ad._helper.update(1.0 if novel14 else 0.0)
+            s.adwin.update(1.0 if novel14 else 0.0)
             if novel14:
                 bm[j] |= bit
                 s.w_nov14 += 1
