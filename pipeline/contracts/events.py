@@ -76,6 +76,9 @@ class Event:
     client_ip: str | None = None
     user_agent: str | None = None
     metadata: dict | None = None
+    # when the tenant's account was created (``account_created_at``), where the gateway knows
+    # it: the campaign stage tells a new account from an old one by it (see DESIGN.md)
+    account_created_ms: int | None = None
     extra: dict = field(default_factory=dict)  # shell-owned: source topic/partition/offset
 
     def ts_iso(self) -> str:
@@ -89,6 +92,8 @@ class Event:
             v = getattr(self, name)
             if v is not None:
                 d[name] = v.tolist() if name == "embedding" else v
+        if self.account_created_ms is not None:
+            d["account_created_at"] = ms_to_iso(self.account_created_ms)
         return d
 
 
@@ -239,11 +244,23 @@ def _well_typed(obj: dict, embedding_dim: int | None) -> Event | None:
                 return None
         except TypeError:   # not JSON-serialisable (adapters build dicts); careful path raises
             return None
+    created = get("account_created_at")
+    if created is not None:
+        if type(created) is int and MIN_TS_MS <= created < MAX_TS_MS:
+            pass
+        elif type(created) is str:
+            try:
+                created = parse_ts(created)
+            except Rejected:
+                return None
+        else:
+            return None
     emb = get("embedding")
     if emb is not None:
         emb = _embedding(emb, embedding_dim)
     return Event(event_id, ts, tenant_id, api_key_id, model, endpoint, prompt, emb,
-                 input_tokens, output_tokens, latency, status, client_ip, user_agent, meta)
+                 input_tokens, output_tokens, latency, status, client_ip, user_agent, meta,
+                 created)
 
 
 def _validate_carefully(obj: Any, embedding_dim: int | None) -> Event:
@@ -273,6 +290,12 @@ def _validate_carefully(obj: Any, embedding_dim: int | None) -> Event:
             raise Rejected("wrong_type", "metadata must be an object")
         if len(orjson.dumps(meta)) > MAX_METADATA_BYTES:
             raise Rejected("metadata_too_large", f"metadata over {MAX_METADATA_BYTES} bytes")
+    created = obj.get("account_created_at")
+    if created is not None:
+        try:
+            created = parse_ts(created)
+        except Rejected as exc:
+            raise Rejected(exc.reason, f"account_created_at: {exc.detail}") from None
     return Event(
         event_id=event_id,
         ts_ms=ts_ms,
@@ -289,6 +312,7 @@ def _validate_carefully(obj: Any, embedding_dim: int | None) -> Event:
         client_ip=_string(obj, "client_ip", max_len=64),
         user_agent=_string(obj, "user_agent"),
         metadata=meta,
+        account_created_ms=created,
     )
 
 
