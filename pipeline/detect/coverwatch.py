@@ -63,6 +63,7 @@ from pipeline.detect.drift import RandomFeatures, fold_window
 from pipeline.detect.lsh import SignProjector
 from pipeline.detect.policy import describe
 from pipeline.detect.population import BUCKETS, Population, age_bucket, feeds_population
+from pipeline.detect.prior import load as load_prior
 
 ALL_FEATURES = FEATURES + ("cdrift", "hst")
 # Smallest median-to-p90 distance allowed per feature (so a population where everyone sits
@@ -145,6 +146,11 @@ class CoverwatchDetector:
         Size of the one population HalfSpaceTrees model.
     seed
         Seed of the random hyperplanes and of the HalfSpaceTrees.
+    prior
+        Start the population from the prior shipped with the package
+        (:mod:`pipeline.detect.prior`: public traffic, the weight of 30 windows per age
+        bucket), so a small or just-started deployment is judged from its first windows; its
+        own traffic outweighs the prior after a few hundred windows.
     """
 
     name = "coverwatch"
@@ -153,7 +159,7 @@ class CoverwatchDetector:
                  critical: float = 2.0, cooldown: int = 500, min_windows: int = 30,
                  population_windows: int = 2000, rule_scales: tuple | None = None,
                  hst_trees: int = 10, hst_height: int = 8, hst_window: int = 250,
-                 seed: int = 42):
+                 seed: int = 42, prior: bool = True):
         self.window = window
         self.threshold = threshold
         self.release = release
@@ -166,6 +172,7 @@ class CoverwatchDetector:
         self.hst_height = hst_height
         self.hst_window = hst_window
         self.seed = seed
+        self.prior = prior
         if window < 2 or min_windows < 1 or cooldown < 0 or population_windows < 0:
             raise ValueError("need window >= 2, min_windows >= 1, cooldown >= 0, "
                              "population_windows >= 0")
@@ -191,6 +198,11 @@ class CoverwatchDetector:
         self._texts: dict = {}   # hash(prompt) -> its text signals (features.prompt_bits)
         self._qlists: dict = {}  # id(quantile array) -> (array, med, p90, den), see _bounds
         self._pop = Population(len(ALL_FEATURES), min_windows=self.min_windows)
+        if self.prior:
+            got = load_prior(tuple(f if f != "hst" else "" for f in ALL_FEATURES),
+                             BUCKETS, self._pop.bins)
+            if got is not None:
+                self._pop.hist, self._pop.count = got
         self._hst = HalfSpaceTrees(n_trees=self.hst_trees, height=self.hst_height,
                                    window_size=self.hst_window, seed=self.seed)
         self._summaries: deque = deque(maxlen=SUMMARY_BUFFER)
@@ -203,7 +215,7 @@ class CoverwatchDetector:
                 f"release={self.release}, critical={self.critical}, cooldown={self.cooldown}, "
                 f"min_windows={self.min_windows}, "
                 f"population_windows={self.population_windows}, rule_scales={self.rule_scales}, "
-                f"seed={self.seed})")
+                f"seed={self.seed}, prior={self.prior})")
 
     def clone(self) -> CoverwatchDetector:
         """A fresh detector with the same parameters and no state."""
@@ -212,7 +224,8 @@ class CoverwatchDetector:
     def _params(self) -> dict:
         return {k: getattr(self, k) for k in (
             "window", "threshold", "release", "critical", "cooldown", "min_windows",
-            "population_windows", "rule_scales", "hst_trees", "hst_height", "hst_window", "seed")}
+            "population_windows", "rule_scales", "hst_trees", "hst_height", "hst_window", "seed",
+            "prior")}
 
     @classmethod
     def calibrate(cls, events: Iterable[Event], target_fpr: float = 0.01,

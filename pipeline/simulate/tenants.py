@@ -23,6 +23,10 @@ HARD_NEGATIVES = ("batch_job", "benchmark_run")
 ATTACKS = ("broad_sweep", "capability_targeted", "slow_and_low", "account_takeover", "hydra",
            "adaptive", "random_words", "wiki_sentences", "meaeq")
 FAMILIES = BENIGN + ATTACKS
+# Signals an attacker sets alone, each of which a robustness run makes uninformative (the
+# same distribution for attackers and benign tenants): answer length, client fingerprint,
+# pace and chain-of-thought wording. No rule may depend on one of them alone (issue 14).
+NEUTRAL = ("answer_length", "client", "pace", "cot_wording")
 
 USER_AGENTS = ("openai-python/1.68.2", "anthropic-sdk-python/0.49.0", "langchain/0.3.21",
                "node-fetch/3.3.2", "curl/8.5.0", "python-requests/2.32.3", "Go-http-client/2.0",
@@ -66,6 +70,15 @@ class Ctx:
     start_ms: int
     end_ms: int
     ids: set = field(default_factory=set)
+    # a signal the attacker controls alone, made uninformative (see NEUTRAL), or None
+    neutral: str | None = None
+
+    def attack_times(self, per_day: float, start: int, end: int) -> np.ndarray:
+        """An attacker's arrivals: a script's steady stream, or (neutral "pace") a human's."""
+        if self.neutral == "pace":
+            return timing.human_times(self.rng, per_day, start, end,
+                                      tz_hours=int(self.rng.integers(-8, 10)))
+        return timing.machine_times(self.rng, per_day, start, end)
 
     @property
     def days(self) -> float:
@@ -280,7 +293,7 @@ def _sweep(ctx: Ctx, block: bool | None = None) -> content.Sweep:
 def broad_sweep(ctx: Ctx) -> list[TenantStream]:
     r = ctx.rng
     tid = ctx.tenant_id()
-    ts = timing.machine_times(r, r.lognormal(np.log(3000), 0.5), *_attack_window(ctx))
+    ts = ctx.attack_times(r.lognormal(np.log(3000), 0.5), *_attack_window(ctx))
     rows = _sweep(ctx).take(len(ts))
     cl = ctx.client(tid, machine=True, model="cw-large-2026-02", out_mu=benign_out_mu(r))
     return [_stream(ctx, tid, "broad_sweep", ts, rows, cl, attacking=True)]
@@ -292,9 +305,11 @@ def capability_targeted(ctx: Ctx) -> list[TenantStream]:
     caps = [k for k in ("math", "reasoning", "code", "exam") if pool.cats((k,), min_rows=50)]
     cap = caps[int(r.integers(len(caps)))]
     cats = pool.cats((cap,))
-    ts = timing.machine_times(r, r.lognormal(np.log(1500), 0.5), *_attack_window(ctx))
+    ts = ctx.attack_times(r.lognormal(np.log(1500), 0.5), *_attack_window(ctx))
     rows = content.Sweep(r, pool, cats, content.sqrt_weights(pool, cats)).take(len(ts))
     tmpl = r.choice(content.CAPABILITY_TEMPLATES[cap], size=len(ts))
+    if ctx.neutral == "cot_wording":      # the same questions, without asking for reasoning
+        tmpl = np.full(len(ts), -1)
     cl = ctx.client(tid, machine=True, model="cw-large-2026-02", out_mu=r.normal(7.1, 0.2),
                     out_sigma=0.35)
     s = _stream(ctx, tid, "capability_targeted", ts, rows, cl, templates=tmpl, attacking=True)
@@ -306,7 +321,7 @@ def slow_and_low(ctx: Ctx) -> list[TenantStream]:
     r = ctx.rng
     tid = ctx.tenant_id()
     start, end = _attack_window(ctx, latest=0.15)
-    ts = timing.machine_times(r, r.uniform(40, 150), start, end)
+    ts = ctx.attack_times(r.uniform(40, 150), start, end)
     rows = _sweep(ctx).take(len(ts))
     cl = ctx.client(tid, machine=True, model="cw-large-2026-02", out_mu=benign_out_mu(r))
     return [_stream(ctx, tid, "slow_and_low", ts, rows, cl, attacking=True)]
@@ -324,6 +339,10 @@ def account_takeover(ctx: Ctx, own_client: float = 0.5) -> list[TenantStream]:
     after = int(np.sum(base.ts >= t0))
     n_att = max(20, int(round(after * share / (1 - share))))
     ts = np.sort(r.integers(t0, ctx.end_ms, n_att))
+    if ctx.neutral == "pace":             # the thief follows the victim's own rhythm
+        ts = np.sort(r.choice(base.ts[base.ts >= t0], n_att)) if after else ts
+    if ctx.neutral == "client":
+        own_client = 0.0
     rows = _sweep(ctx).take(n_att)
     order = np.argsort(np.r_[base.ts, ts], kind="stable")
     attacking = np.r_[np.zeros(len(base.ts), bool), np.ones(n_att, bool)][order]
@@ -355,6 +374,9 @@ def hydra(ctx: Ctx, accounts: int | None = None) -> list[TenantStream]:
         n = int(r.integers(100, 301))
         start = ctx.start_ms + int(r.uniform(0, 0.9) * (ctx.end_ms - ctx.start_ms))
         ts = timing.paced_times(r, n, r.uniform(0.005, 0.05), start)   # one every 20-200 s
+        if ctx.neutral == "pace":
+            ts = np.sort(ctx.attack_times(n / max((ts[-1] - ts[0]) / DAY_MS, 0.05),
+                                          int(ts[0]), int(ts[-1]) + 1))[:n]
         ts = ts[ts < ctx.end_ms]
         cl = ctx.client(tid, machine=True, model="cw-large-2026-02", out_mu=benign_out_mu(r),
                         nets=nets, user_agent=ua)
@@ -388,7 +410,7 @@ def adaptive(ctx: Ctx) -> list[TenantStream]:
 def _strategy_stream(ctx: Ctx, family: str, rows_of) -> list[TenantStream]:
     r = ctx.rng
     tid = ctx.tenant_id()
-    ts = timing.machine_times(r, r.lognormal(np.log(1500), 0.6), *_attack_window(ctx))
+    ts = ctx.attack_times(r.lognormal(np.log(1500), 0.6), *_attack_window(ctx))
     cl = ctx.client(tid, machine=True, model="cw-large-2026-02", out_mu=benign_out_mu(r))
     return [_stream(ctx, tid, family, ts, rows_of(len(ts)), cl, attacking=True)]
 

@@ -185,14 +185,18 @@ def family_counts(n_tenants: int) -> dict[str, int]:
 def generate(split: str = "report", seed: int = 0, scale: float = 1.0, *,
              mode: str = "provided", tenants: int | None = None, days: float | None = None,
              hydra_accounts: tuple[int, int] = (20, 200),
-             account_ages: bool = False) -> Traffic:
+             account_ages: bool = False, neutral: str | None = None) -> Traffic:
     """Labelled traffic of ``tenants`` (default ``400 * scale``) over ``days`` (default 7).
 
     ``hydra_accounts`` bounds the accounts per hydra campaign (one campaign per 250
     tenants, at least one). Deterministic for a given (split, seed, scale, tenants, days).
     ``account_ages``: events carry ``account_created_at`` (off by default: most gateways do
-    not know it, and the campaign stage must work without it).
+    not know it, and the campaign stage must work without it). ``neutral``: one of
+    :data:`~pipeline.simulate.tenants.NEUTRAL`, made uninformative (the robustness runs of
+    ``bench detect``): attackers draw it from the benign tenants' distribution.
     """
+    if neutral is not None and neutral not in plans.NEUTRAL:
+        raise ValueError(f"neutral must be one of {plans.NEUTRAL}, not {neutral!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     pool = with_strategies(build_pool(split))
@@ -201,7 +205,8 @@ def generate(split: str = "report", seed: int = 0, scale: float = 1.0, *,
     days = DEFAULT_DAYS if days is None else days
     rng = np.random.default_rng([seed, SPLIT_SALT[split]])
     start = SIM_START_MS
-    ctx = Ctx(pool=pool, rng=rng, start_ms=start, end_ms=start + int(days * DAY_MS))
+    ctx = Ctx(pool=pool, rng=rng, start_ms=start, end_ms=start + int(days * DAY_MS),
+              neutral=neutral)
     streams: list[TenantStream] = []
     for family, count in family_counts(n_tenants).items():
         for _ in range(count):
@@ -213,6 +218,11 @@ def generate(split: str = "report", seed: int = 0, scale: float = 1.0, *,
     streams = [s for s in streams if len(s.ts)]
     for s in streams:
         s.label["account_created_ms"] = _created_ms(rng, ctx, s)
+    if neutral == "answer_length":        # every tenant's answers from one distribution
+        for s in streams:
+            s.client.out_mu, s.client.out_sigma = plans.benign_out_mu(rng), 0.8
+            if s.attack_client is not None:
+                s.attack_client.out_mu = s.client.out_mu
     traffic = _merge(split, seed, mode, ctx, pool, streams)
     traffic.account_ages = account_ages
     return traffic
