@@ -72,3 +72,21 @@ def test_demo_on_a_bare_clone_alerts_the_sweeper_and_no_benign_tenant(no_corpus,
     schema = json.loads((SCHEMAS / "alert.schema.json").read_text())
     assert set(first) == set(schema["properties"])
     assert SWEEPER in first["evidence"]["summary"] and "percentile" in first["evidence"]["summary"]
+
+
+def test_top_says_there_are_no_alerts_yet_and_for_which_window(tmp_path):
+    """A fresh deployment: events stored, nothing alerted; ``top`` says so in words."""
+    log = tmp_path / "quiet.jsonl"
+    log.write_bytes(b"".join(orjson.dumps({"event_id": f"e{i}", "ts": 1_780_000_000_000 + i,
+                                           "tenant_id": "quiet", "prompt": "hello"}) + b"\n"
+                             for i in range(20)))
+    # the embedded engine is one process's at a time: both commands run as a user runs them
+    env = {**os.environ, "CLICKHOUSE_DSN": f"chdb://{tmp_path / 'ch'}",
+           "COVERWATCH_WEB_PORT": "9"}                      # no worker listens there
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "replay", str(log)], env=env,
+                          capture_output=True, text=True, check=True)
+    done = done.stdout + done.stderr
+    assert "replayed 20 events" in done and "0 alerts" in done
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "top", "--hours", "6"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    assert out.startswith("no alerts yet") and "6 h" in out
