@@ -23,7 +23,7 @@ import orjson
 
 from pipeline.contracts.alerts import Alert
 from pipeline.adapters import native
-from pipeline.contracts.events import Event
+from pipeline.contracts.events import Event, Rejected, validate
 from pipeline.ingest import accept
 from pipeline.progress import progress as progress_bar
 from pipeline.process import Processor, make_campaigns, make_detector, make_embedder
@@ -60,6 +60,8 @@ def read_events(paths, embedding_dim: int | None, adapter=native
     (through :func:`accept`, the worker's front door)."""
     events: list[Event] = []
     rejected: Counter = Counter()
+    if hasattr(adapter, "offline"):
+        adapter.offline()        # halves of one call may be in different files: wait for all
     with gc_paused():
         for path in paths:
             with open_lines(path) as fh:
@@ -71,6 +73,12 @@ def read_events(paths, embedding_dim: int | None, adapter=native
                     events += accepted
                     for _, r in bad:
                         rejected[r.reason] += 1
+        if hasattr(adapter, "flush"):
+            for rec in adapter.flush():
+                try:
+                    events.append(validate(rec, embedding_dim=embedding_dim))
+                except Rejected as r:
+                    rejected[r.reason] += 1
     events.sort(key=attrgetter("ts_ms"))
     return events, rejected
 
