@@ -139,8 +139,16 @@ def _py_string(literal: str) -> tuple[str, bool]:
         return body[:-1], not closed
 
 
+# What loggers append where they cut a field ("...truncated by litellm", "... (truncated)").
+_CUT_MARK = re.compile(r"\s*(?:\.\.\.|…)\s*\(?\s*truncated[\w\s,.:()]*$", re.I)
+
+
 def repr_prompt(text: str) -> Prompt:
     """The last user content of a cut-off Python-repr message list, as far as it goes."""
+    marked = _CUT_MARK.search(text[-200:])
+    if marked:
+        text = text[:len(text) - 200 + marked.start()] if len(text) > 200 else text[
+            :marked.start()]
     starts = [m.end() for m in _REPR_USER.finditer(text)]
     for start in reversed(starts):
         # the user's content follows its role (same dict) or precedes it (dict key order)
