@@ -121,8 +121,10 @@ def format_alert(alert: dict, seconds: float) -> str:
 
 
 def run(args) -> int:
+    import logging
     from pipeline.progress import progress
     from pipeline.simulate.pool import build_pool
+    logging.getLogger("kafka").setLevel(logging.ERROR)   # client chatter, not the demo's
     s = Settings.from_env()
     origin = build_pool("report").origin
     print({"corpus": "prompts: the shared corpus",
