@@ -11,11 +11,16 @@ prints a live bar in a shell and nothing in ``> log 2>&1``.
 ...         bar.update(1)
 >>> bar.disable, bar.n
 (True, 0)
+>>> step = progress_callback(file=io.StringIO(), enabled=True)   # forced on, for the example
+>>> for done in (10, 20):
+...     step(done, 20, "report/provided")
+>>> step.bars["report/provided"].n
+20
 """
 from __future__ import annotations
 
 import sys
-from typing import IO, Iterable
+from typing import IO, Callable, Iterable
 
 from tqdm import tqdm
 
@@ -39,3 +44,20 @@ def progress(iterable: Iterable | None = None, *, total: float | None = None, de
     on = is_terminal(file) if enabled is None else enabled
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=file, disable=not on,
                 dynamic_ncols=True, leave=True, **kwargs)
+
+
+def progress_callback(**kwargs) -> Callable[..., None]:
+    """A ``(done, total, label, *ignored)`` callback for loops that report progress that
+    way (``bench detect``): one bar per label, closed when ``done`` reaches ``total``."""
+    bars: dict[str, tqdm] = {}
+
+    def step(done: int, total: int, label: str = "", *_ignored) -> None:
+        bar = bars.get(label)
+        if bar is None:
+            bar = bars[label] = progress(total=total, desc=label, unit="ev", **kwargs)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    step.bars = bars
+    return step
