@@ -307,7 +307,9 @@ class Halves:
     """Held halves of calls, keyed by event id, until the other half comes or time is up.
 
     ``wait_s`` bounds the wait in wall-clock seconds and in event time (a half older than
-    the newest half seen minus ``wait_s`` is released), ``None`` holds everything until
+    the newest half of its tenant minus ``wait_s`` is released: a backlog read in seconds
+    must not hold hours of halves; per tenant, because services' clocks differ), ``None``
+    holds everything until
     :meth:`flush` (offline replay, where files are read one after the other). At most
     ``max_held`` halves are held; the oldest go first. Events of complete calls that are
     still held when the process stops are lost with it (at most ``wait_s`` of them).
@@ -319,7 +321,7 @@ class Halves:
         self.held: dict[str, tuple[dict, str, float]] = {}
         self.done: dict[str, None] = {}          # recent complete spans: their late halves
         self.with_logs: dict[str, None] = {}     # tenants that send message log events
-        self.newest_ts = 0
+        self.newest: dict[str, int] = {}         # per tenant: the newest half's event time
         self.lock = threading.Lock()            # the worker calls adapters from one thread
 
     def offer(self, events: list) -> list:
@@ -348,7 +350,10 @@ class Halves:
                     out.append(ev)
                 else:
                     self.held[eid] = (ev, half, now)
-                    self.newest_ts = max(self.newest_ts, ev["ts"])
+                    t = ev["tenant_id"]
+                    self.newest[t] = max(self.newest.get(t, 0), ev["ts"])
+                    if len(self.newest) > self.max_held:
+                        del self.newest[next(iter(self.newest))]
             out += self._due(now)
         return out
 
@@ -372,8 +377,8 @@ class Halves:
         for eid, (ev, _, since) in self.held.items():
             if over > 0:
                 over -= 1
-            elif wait is None or not (now - since >= wait
-                                      or ev["ts"] < self.newest_ts - wait * 1000):
+            elif wait is None or not (now - since >= wait or ev["ts"] < self.newest.get(
+                    ev["tenant_id"], 0) - wait * 1000):
                 break
             due.append(eid)
         return [self.held.pop(eid)[0] for eid in due]
