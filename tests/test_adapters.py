@@ -508,6 +508,7 @@ def test_otel_halves_in_a_stream_wait_a_bounded_time():
     [alone], _ = accept(orjson.dumps(span), adapter, 384)
     assert alone.event_id.endswith("b1b2c3d4e5f60719") and alone.prompt is None
     assert alone.metadata["signal"] == "span" and alone.model == "gpt-4o-mini"
+    assert adapter.due() == []                    # nothing else is due yet
     assert [r["event_id"][-4:] for r in adapter.flush()] == ["071a"]
     # a tenant that never sent message events: its spans are not held at all
     fresh = get_adapter("otel-genai")

@@ -409,6 +409,10 @@ class OtelAdapter:
         """Every half is in the files being read: hold them all until :meth:`flush`."""
         self.halves.wait_s = None
 
+    def due(self) -> list[dict]:
+        """Halves whose wait is over, without a new record (a stream's idle poll)."""
+        return self.halves.offer([])
+
     def flush(self) -> list[dict]:
         """Halves still waiting for their other half, each as an event of its own."""
         return self.halves.flush()
