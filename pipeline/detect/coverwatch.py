@@ -59,13 +59,14 @@ from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event
 from pipeline.detect.base import Scored, ScoredBatch
 from pipeline.detect.features import FEATURES, TenantState, observe_events, summarise
-from pipeline.detect.drift import RandomFeatures, fold_window
+from pipeline.detect.density import CellDensity
+from pipeline.detect.drift import RandomFeatures, fold_window, rare_share
 from pipeline.detect.lsh import SignProjector
 from pipeline.detect.policy import describe
 from pipeline.detect.population import BUCKETS, Population, age_bucket, feeds_population
 from pipeline.detect.prior import load as load_prior
 
-ALL_FEATURES = FEATURES + ("cdrift", "hst")
+ALL_FEATURES = FEATURES + ("cdrift", "rare", "hst")
 # Smallest median-to-p90 distance allowed per feature (so a population where everyone sits
 # at 0 does not make 0.01 look extreme).
 FLOORS = {"tmpl": 0.15, "cot": 0.15, "drift": 0.1, "cdrift": 0.1, "xspread": 0.05, "out_tok": 0.05, "growth": 0.05,
@@ -83,7 +84,9 @@ FLOORS = {"tmpl": 0.15, "cot": 0.15, "drift": 0.1, "cdrift": 0.1, "xspread": 0.0
 RULES = (
     ("cot", "min", ("cot",)),                                   # distillation of reasoning
     # sweeps: broad windows that keep reaching new regions with never-sent prompts
-    ("coverage", "mean", ("growth", "spread6", "newp")),
+    # (``rare``: share of the window in cells the population rarely visits, which is where
+    # broad human chat does not go and corpus sweeps do)
+    ("coverage", "mean", ("growth", "spread6", "newp", "rare")),
     # a takeover through the victim's own client: the tenant's content moved (MMD against
     # its own past) and broadened (a new feature adds a topic or two; a thief sweeps)
     ("drift", "min", ("cdrift", "xspread")),
@@ -100,10 +103,13 @@ GATED = -1.0                 # a gated rule's score
 # Rules whose features do not depend on a tenant's age get one scale for all ages (the
 # largest per-age fit): splitting their few calibration tenants by age only adds noise.
 AGE_FREE_RULES = ("cot", "takeover")
-# Defaults of the uncalibrated detector (what the worker runs), read off the benign tenants
-# of the *calib* prompt split (`coverwatch bench detect` never reports on it): the largest
-# unscaled score of 99% of them, rounded up.
-RULE_SCALES = (2.15, 1.15, 3.0, 0.5)
+# Defaults of the uncalibrated detector (what the worker runs), read off the ordinary benign
+# tenants of the *calib* prompt split (`coverwatch bench detect` never reports on it), run
+# online with the prior as the worker runs: chain of thought and drift at their 99th
+# percentile (the same in both embedding modes within 0.3), coverage at its 90th: the calib
+# split's NLP-task sources make its benign tenants broader than anything else we have
+# (its 99th percentile, 1.45, halved the report split's TPR for no benign tenant fewer).
+RULE_SCALES = (1.45, 1.15, 2.0, 0.5)
 MIN_RULE_SCALE = 0.5
 CALIBRATION_TENANTS = 100    # per age bucket, to fit that bucket's own scales
 CALIBRATION_MARGIN = 1.05
@@ -147,10 +153,12 @@ class CoverwatchDetector:
     seed
         Seed of the random hyperplanes and of the HalfSpaceTrees.
     prior
-        Start the population from the prior shipped with the package
-        (:mod:`pipeline.detect.prior`: public traffic, the weight of 30 windows per age
-        bucket), so a small or just-started deployment is judged from its first windows; its
-        own traffic outweighs the prior after a few hundred windows.
+        Start the population from the prior shipped with the package for this embedding
+        space (:mod:`pipeline.detect.prior`: ``"text"``, prompts embedded by the default
+        text embedder; ``"provided"``, MiniLM-384 vectors; None: no prior), learned from
+        public traffic and weighing 30 windows per age bucket, so a small or just-started
+        deployment is judged from its first windows; its own traffic outweighs the prior
+        after a few hundred windows.
     """
 
     name = "coverwatch"
@@ -159,7 +167,7 @@ class CoverwatchDetector:
                  critical: float = 2.0, cooldown: int = 500, min_windows: int = 30,
                  population_windows: int = 2000, rule_scales: tuple | None = None,
                  hst_trees: int = 10, hst_height: int = 8, hst_window: int = 250,
-                 seed: int = 42, prior: bool = True):
+                 seed: int = 42, prior: str | None = "text"):
         self.window = window
         self.threshold = threshold
         self.release = release
@@ -194,15 +202,16 @@ class CoverwatchDetector:
     def _reset(self) -> None:
         self._proj = SignProjector(self.seed)
         self._rff = RandomFeatures(self.seed)
+        self._density = CellDensity()
         self._tenants: dict[str, TenantState] = {}
         self._texts: dict = {}   # hash(prompt) -> its text signals (features.prompt_bits)
         self._qlists: dict = {}  # id(quantile array) -> (array, med, p90, den), see _bounds
         self._pop = Population(len(ALL_FEATURES), min_windows=self.min_windows)
         if self.prior:
-            got = load_prior(tuple(f if f != "hst" else "" for f in ALL_FEATURES),
+            got = load_prior(self.prior, tuple(f if f != "hst" else "" for f in ALL_FEATURES),
                              BUCKETS, self._pop.bins)
             if got is not None:
-                self._pop.hist, self._pop.count = got
+                self._pop.set_prior(*got)
         self._hst = HalfSpaceTrees(n_trees=self.hst_trees, height=self.hst_height,
                                    window_size=self.hst_window, seed=self.seed)
         self._summaries: deque = deque(maxlen=SUMMARY_BUFFER)
@@ -292,6 +301,7 @@ class CoverwatchDetector:
         vectors = [e.embedding for e in events]
         codes = self._proj.codes_of(vectors)
         phi, has = self._rff.features(vectors)
+        rare = self._density.flags(codes[0], codes[1])
         # each tenant's events in this batch, so a closing window takes exactly its rows
         rows: dict[str, list[int]] = {}
         for i, e in enumerate(events):
@@ -309,13 +319,13 @@ class CoverwatchDetector:
             hi = r.index(i, lo) + 1
             done[tid] = hi
             take = r[lo:hi]
-            drift = fold_window(s.content, phi[take], has[take])
-            self._close_window(s, events[i], scored[i], drift)
+            drift = fold_window(s.content, phi[take], has[take], rare[take])
+            self._close_window(s, events[i], scored[i], drift, rare_share(s.content))
         for tid, r in rows.items():
             lo = done.get(tid, 0)
             if lo < len(r):
                 take = r[lo:]
-                self._tenants[tid].content.add(phi[take], has[take])
+                self._tenants[tid].content.add(phi[take], has[take], rare[take])
         return scored
 
     def dump_tenant(self, tenant_id: str) -> bytes | None:
@@ -329,15 +339,17 @@ class CoverwatchDetector:
         self._tenants[tenant_id] = s
 
     def dump_population(self) -> bytes:
-        """The shared population model (histograms and HalfSpaceTrees), for checkpoints."""
-        return pickle.dumps((self._pop, self._hst), protocol=pickle.HIGHEST_PROTOCOL)
+        """The shared population model (histograms, HalfSpaceTrees, cell density), for
+        checkpoints."""
+        return pickle.dumps((self._pop, self._hst, self._density),
+                            protocol=pickle.HIGHEST_PROTOCOL)
 
     def load_population(self, state: bytes) -> None:
         obj = pickle.loads(state)
-        if not (isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], Population)
-                and isinstance(obj[1], HalfSpaceTrees)):
+        if not (isinstance(obj, tuple) and len(obj) == 3 and isinstance(obj[0], Population)
+                and isinstance(obj[1], HalfSpaceTrees) and isinstance(obj[2], CellDensity)):
             raise ValueError("not a coverwatch population state")
-        self._pop, self._hst = obj
+        self._pop, self._hst, self._density = obj
 
     def drain_summaries(self) -> list[dict]:
         """Window summaries emitted since the last call (for the coordinated-campaign stage)."""
@@ -351,10 +363,11 @@ class CoverwatchDetector:
 
     # -- internals ----------------------------------------------------------------------
     def _close_window(self, s: TenantState, event: Event, scored: Scored,
-                      drift: float | None) -> None:
+                      drift: float | None, rare: float | None) -> None:
         w_v, w_p, w_tok = s.w_v, s.w_p, s.w_tok_n
         feats = summarise(s)
         feats["cdrift"] = float("nan") if drift is None else drift
+        feats["rare"] = float("nan") if rare is None else rare
         k = s.windows
         bucket = age_bucket(k)
         x_hst = {f: (0.0 if math.isnan(v) else v) for f, v in feats.items()}
@@ -375,8 +388,11 @@ class CoverwatchDetector:
                      if sc[i] >= self.threshold]
             top = [(f, x[_IDX[f]], p90[_IDX[f]]) for f in RULES[j][2]
                    if not math.isnan(x[_IDX[f]])]
+        # a window at or above the release level does not teach the population, once the
+        # bucket is warm with the traffic's own windows (scored against the prior before
+        # that, every window teaches: a prior that misfits must not freeze the population)
         if feeds_population(k) and self._pop.count[bucket] < self.population_windows \
-                and raw < self.release:
+                and (raw < self.release or not self._pop.warm(bucket)):
             self._pop.learn(bucket, np.array(x))
             self._hst.learn_one(x_hst)
         s.smooth = 0.5 * s.smooth + 0.5 * raw if raw < s.smooth else raw

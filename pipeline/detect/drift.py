@@ -83,16 +83,22 @@ _FIX = float(1 << 24)    # window sums are kept in fixed point: exact, so any ba
 class DriftState:
     """A tenant's past mean and current window sum of random features (about 800 bytes)."""
 
-    __slots__ = ("past", "n_past", "win", "n_win")
+    __slots__ = ("past", "n_past", "win", "n_win", "rare", "n_rare")
 
     def __init__(self):
         self.past: np.ndarray | None = None
         self.n_past = 0.0
         self.win: np.ndarray | None = None
         self.n_win = 0
+        self.rare = self.n_rare = 0        # the window's rare-cell queries, of those judged
 
-    def add(self, phi: np.ndarray, has: np.ndarray) -> None:
-        """Fold rows of a window that has not closed yet."""
+    def add(self, phi: np.ndarray, has: np.ndarray, rare: np.ndarray | None = None) -> None:
+        """Fold rows of a window that has not closed yet (``rare``: the rows' flags from
+        :meth:`pipeline.detect.density.CellDensity.flags`)."""
+        if rare is not None:
+            judged = rare >= 0
+            self.n_rare += int(judged.sum())
+            self.rare += int(rare[judged].sum())
         k = int(has.sum())
         if not k:
             return
@@ -101,16 +107,24 @@ class DriftState:
         self.n_win += k
 
     def __getstate__(self):
-        return (self.past, self.n_past, self.win, self.n_win)
+        return (self.past, self.n_past, self.win, self.n_win, self.rare, self.n_rare)
 
     def __setstate__(self, st):
-        self.past, self.n_past, self.win, self.n_win = st
+        self.past, self.n_past, self.win, self.n_win, self.rare, self.n_rare = st
 
 
-def fold_window(st: DriftState, phi: np.ndarray, has: np.ndarray) -> float | None:
+def rare_share(st: DriftState) -> float | None:
+    """Share of the window's judged queries in rare cells (None: none judged); resets it."""
+    out = st.rare / st.n_rare if st.n_rare >= MIN_WINDOW else None
+    st.rare = st.n_rare = 0
+    return out
+
+
+def fold_window(st: DriftState, phi: np.ndarray, has: np.ndarray,
+                rare: np.ndarray | None = None) -> float | None:
     """Close the window (its last rows ``phi``/``has``): the drift feature in [0, 1], or
     None when the past or the window is too small to judge; the window joins the past."""
-    st.add(phi, has)
+    st.add(phi, has, rare)
     n_w, win = st.n_win, st.win
     st.win, st.n_win = None, 0
     if not n_w:

@@ -30,6 +30,7 @@ import numpy as np
 
 BUCKETS = 8
 QUANTILES = (0.5, 0.9, 0.99)
+PRIOR_WIDEN = 3.0       # a prior (learned elsewhere) has its median-to-p90 distance taken 3x wider
 
 
 def age_bucket(window_index: int) -> int:
@@ -58,6 +59,26 @@ class Population:
         self.count = np.zeros(BUCKETS, dtype=np.int64)
         self._cache: list[np.ndarray | None] = [None] * BUCKETS
         self._cached_at = np.full(BUCKETS, -1, dtype=np.int64)
+        self.prior: list[np.ndarray | None] = [None] * BUCKETS   # quantiles, see set_prior
+
+    def set_prior(self, hist: np.ndarray, count: np.ndarray) -> None:
+        """Quantiles to use for a bucket until it has ``min_windows`` windows of its own
+        (:mod:`pipeline.detect.prior`). Never mixed with the traffic's own histograms: a prior
+        that does not fit the deployment must not hold its population back."""
+        own, own_n = self.hist, self.count
+        self.hist, self.count = hist, count
+        try:
+            self.prior = [self._compute(b) if count[b] >= self.min_windows else None
+                          for b in range(BUCKETS)]
+        finally:
+            self.hist, self.count = own, own_n
+        for q in self.prior:          # learned elsewhere: conservative (PRIOR_WIDEN)
+            if q is not None:
+                q[:, 1] = q[:, 0] + PRIOR_WIDEN * (q[:, 1] - q[:, 0])
+
+    def warm(self, bucket: int) -> bool:
+        """Whether ``bucket`` has windows enough of its own traffic."""
+        return bool(self.count[bucket] >= self.min_windows)
 
     def learn(self, bucket: int, x: np.ndarray) -> None:
         ok = ~np.isnan(x)
@@ -78,9 +99,12 @@ class Population:
         return out
 
     def quantiles(self, bucket: int) -> np.ndarray | None:
-        """Quantiles for ``bucket``, or the nearest younger warm bucket's, or None."""
+        """Quantiles for ``bucket``; while it is cold, the prior's for it, or the nearest
+        younger warm bucket's; or None."""
         for b in range(bucket, -1, -1):
             if self.count[b] < self.min_windows:
+                if b == bucket and self.prior[b] is not None:
+                    return self.prior[b]
                 continue
             if self._cache[b] is None or self.count[b] - self._cached_at[b] >= self.refresh:
                 self._cache[b] = self._compute(b)
