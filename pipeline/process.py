@@ -18,13 +18,15 @@ from pipeline.detect.base import Detector, Scored, batch_alerts
 log = logging.getLogger(__name__)
 
 
-def make_detector(name: str = "coverwatch") -> Detector:
+def make_detector(name: str = "coverwatch", prior: str = "text") -> Detector:
+    """The detector by name; ``prior``: the coverwatch population prior's embedding space
+    (``text``, ``provided`` or ``none``, see :mod:`pipeline.detect.prior`)."""
     if name == "burst":
         from pipeline.detect.burst import BurstDetector
         return BurstDetector()
     if name == "coverwatch":
         from pipeline.detect.coverwatch import CoverwatchDetector
-        return CoverwatchDetector()
+        return CoverwatchDetector(prior=None if prior == "none" else prior)
     raise SystemExit(f"unknown detector {name!r} (coverwatch or burst)")
 
 

@@ -103,7 +103,7 @@ def replay(paths, settings: Settings, *, clickhouse: bool = True, batch: int = 5
     t0 = time.perf_counter()
     events, rejected = read_events(paths, settings.embedding_dim, settings.adapter())
     sketcher, stage = make_campaigns(settings.campaigns)
-    proc = processor or Processor(make_detector(settings.detector),
+    proc = processor or Processor(make_detector(settings.detector, settings.prior),
                                   make_embedder(settings.embedder, settings.embedding_dim),
                                   sketcher=sketcher, stage=stage,
                                   vector_cache=settings.vector_cache)

@@ -48,6 +48,7 @@ class Settings:
     sink_batch: int = 5_000
     sink_within_s: float = 0.25     # a detect batch waits at most this for more messages
     detector: str = "coverwatch"
+    prior: str = "text"                # population prior: text | provided | none
     campaigns: bool = True             # the coordinated-campaign stage
     topic_summaries: str = "coverwatch-summaries"   # account summaries -> campaign stage
     input_format: str = "coverwatch"   # coverwatch | otel-genai | litellm | kong | bedrock
@@ -82,6 +83,7 @@ class Settings:
             prompt_salt=env.get("COVERWATCH_PROMPT_SALT", ""),
             sink_batch=_int(env, "COVERWATCH_SINK_BATCH", d.sink_batch),
             detector=env.get("COVERWATCH_DETECTOR", d.detector),
+            prior=env.get("COVERWATCH_PRIOR", d.prior),
             campaigns=env.get("COVERWATCH_CAMPAIGNS", "1") not in ("0", "false", "no"),
             topic_summaries=env.get("TOPIC_SUMMARIES", d.topic_summaries),
             input_format=env.get("COVERWATCH_INPUT_FORMAT", d.input_format),
@@ -90,6 +92,8 @@ class Settings:
         )
         if s.store_prompts not in ("none", "hash", "text"):
             raise SystemExit("COVERWATCH_STORE_PROMPTS must be none, hash or text")
+        if s.prior not in ("text", "provided", "none"):
+            raise SystemExit("COVERWATCH_PRIOR must be text, provided or none")
         return replace(s, **overrides) if overrides else s
 
     def adapter(self):

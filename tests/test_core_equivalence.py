@@ -2,7 +2,7 @@
 
 The golden digest was computed with the per-event implementation this fast path replaced
 (commit 110f8a2) and recomputed, with both paths agreeing, when the content-drift features
-(``cdrift``, ``xspread``) were added; any change to what the per-tenant state computes
+(``cdrift``, ``xspread``, ``rare``) were added; any change to what the per-tenant state computes
 changes it. Scores and
 alerts are left out on purpose: they depend on the alert rules, which are tuned separately.
 """
@@ -20,7 +20,7 @@ from pipeline.detect import features
 from pipeline.detect.coverwatch import CoverwatchDetector
 from pipeline.process import Processor
 
-GOLDEN = "d1ec3b7199b37dcd3abe3554e722fd57d1049e1707217797c0a26ea7337db5fd"
+GOLDEN = "867526204f7dbc2012b9f50a99303e48ea702c51512018d77fddb673674cb56a"
 T0 = 1_767_225_600_000
 
 

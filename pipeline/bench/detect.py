@@ -26,6 +26,7 @@ import orjson
 from pipeline.bench.baselines import BASELINES
 from pipeline.bench.metrics import campaign_metrics, evaluate
 from pipeline.contracts.events import Event
+from pipeline.progress import progress_callback
 from pipeline.simulate.tenants import ATTACKS, BENIGN
 from pipeline.simulate.traffic import Traffic, generate
 
@@ -121,8 +122,9 @@ def single_thread_blas() -> bool:
 
 # ---- detectors -------------------------------------------------------------------------------
 
-def make_coverwatch(calib_events: list[Event] | None = None):
-    """Our detector, or BurstDetector (with a warning) until pipeline.detect.coverwatch exists."""
+def make_coverwatch(calib_events: list[Event] | None = None, mode: str = "text"):
+    """Our detector (with the prior of the mode's embedding space), or BurstDetector (with a
+    warning) until pipeline.detect.coverwatch exists."""
     try:
         from pipeline.detect.coverwatch import CoverwatchDetector
     except ImportError as exc:
@@ -130,9 +132,10 @@ def make_coverwatch(calib_events: list[Event] | None = None):
         print(f"warning: CoverwatchDetector unavailable ({exc}); BurstDetector stands in",
               file=sys.stderr)
         return BurstDetector()
+    prior = "provided" if mode == "provided" else "text"
     if calib_events is not None and hasattr(CoverwatchDetector, "calibrate"):
-        return CoverwatchDetector.calibrate(calib_events, target_fpr=TARGET_FPR)
-    return CoverwatchDetector()
+        return CoverwatchDetector.calibrate(calib_events, target_fpr=TARGET_FPR, prior=prior)
+    return CoverwatchDetector(prior=prior)
 
 
 def calibrate_detectors(names: list[str], mode: str, seed: int, sizes: dict,
@@ -144,9 +147,9 @@ def calibrate_detectors(names: list[str], mode: str, seed: int, sizes: dict,
     for name in names:
         t0 = time.monotonic()
         if name == "coverwatch":
-            dets[name] = make_coverwatch(events)
+            dets[name] = make_coverwatch(events, mode)
         elif name == "coverwatch-online":
-            dets[name] = make_coverwatch()
+            dets[name] = make_coverwatch(mode=mode)
         else:
             dets[name] = BASELINES[name].calibrate(events, target_fpr=TARGET_FPR)
         print(f"[{mode}] calibrated {name} on {len(events):,} benign calib events "
@@ -171,7 +174,7 @@ def robustness(mode: str, seed: int, sizes: dict, embedder, signals: list[str]) 
     out = {}
     for signal in signals:
         traffic = traffic_for("report", mode, seed, sizes, neutral=signal)
-        first, _ = drive(traffic, {"coverwatch-online": make_coverwatch()}, embedder,
+        first, _ = drive(traffic, {"coverwatch-online": make_coverwatch(mode=mode)}, embedder,
                          label=f"{mode}, {signal} uninformative")
         out[signal] = evaluate(traffic.labels, first["coverwatch-online"])
     return out
@@ -230,6 +233,7 @@ def drive(traffic: Traffic, dets: dict, embedder, label: str = "",
     step = max(1, n // 100)
     _EMBED_COST[0] = 0.0
     t_start = time.monotonic()
+    progress = progress or progress_callback(unit="ev")
     for i, ev in enumerate(events_for(traffic, embedder)):
         seen[ev.tenant_id] += 1
         for name, det in dets.items():
@@ -252,8 +256,7 @@ def drive(traffic: Traffic, dets: dict, embedder, label: str = "",
                     if tid not in first[name] and seen.get(tid):
                         first[name][tid] = seen[tid] - 1
         if i % step == 0 or i == n - 1:
-            (progress or _progress_line)(i + 1, n, label, t_start)
-    print(file=sys.stderr)
+            progress(i + 1, n, label, t_start)
     cost["_embed"] = _EMBED_COST[0]
     first["_campaign_named"] = named
     return first, cost
@@ -267,14 +270,6 @@ def make_campaign_runner():
         print(f"warning: campaign stage unavailable ({exc})", file=sys.stderr)
         return None
     return CampaignRunner()
-
-
-def _progress_line(done: int, total: int, label: str, t_start: float) -> None:
-    frac = done / total
-    rate = done / max(time.monotonic() - t_start, 1e-9)
-    bar = "#" * int(30 * frac)
-    print(f"\r[{label}] |{bar:<30}| {frac:6.1%} {done:,}/{total:,} events "
-          f"{rate:,.0f} ev/s", end="", file=sys.stderr, flush=True)
 
 
 # ---- reporting -------------------------------------------------------------------------------

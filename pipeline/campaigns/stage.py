@@ -30,7 +30,7 @@ How a campaign is found (no labels; population baselines learned online):
    share infrastructure or templates. Only groups filed under one of its keys are compared, at most
    ``max_open`` per key. It joins the largest group that (a) has a member that started
    within ``max_gap_ms`` of it (chained starts), (b) has a similar per-account profile
-   (pace and output length within ``rate_tol``/``tok_tol`` in log space), and (c) overlaps it little: mean MinHash Jaccard with the group's recent members
+   (pace within ``rate_tol`` in log space: one operator's machine timing), and (c) overlaps it little: mean MinHash Jaccard with the group's recent members
    at most ``max_jaccard`` (complementary coverage; accounts sharing a popular topic
    overlap heavily and never group). Otherwise it opens a new group.
 3. **The campaign test.** A group of at least ``min_members`` whose members together reached
@@ -199,8 +199,9 @@ class CampaignStage:
     young_queries
         Accounts with more queries never join a group (established accounts).
     rate_tol, tok_tol
-        Largest distance from the group mean of the mean log10 inter-arrival seconds, and of
-        the mean log output tokens.
+        Largest distance from the group mean of the mean log10 inter-arrival seconds (one
+        operator's machine timing), and of the mean log output tokens (None, the default:
+        the attacker picks its answer length per account, so it is no evidence either way).
     max_repeat
         Largest share of exactly repeated prompts for a candidate (sweeps never re-ask).
     warmup
@@ -232,7 +233,7 @@ class CampaignStage:
                  max_gap_ms: int = 36 * HOUR_MS, candidate_quantile: float = 0.7,
                  min_breadth: float = 0.8, young_queries: int = 1200, rate_tol: float = 0.6,
                  max_repeat: float = 0.05,
-                 tok_tol: float = 0.6, warmup: int = 20, established_after_ms: int = 24 * HOUR_MS,
+                 tok_tol: float | None = None, warmup: int = 20, established_after_ms: int = 24 * HOUR_MS,
                  new_account_ms: int = 7 * 24 * HOUR_MS,
                  max_open: int = 64, max_groups: int = 5000, max_listed: int = 5000,
                  min_tokens_quantile: float | None = None, seed: int = 0):
@@ -259,7 +260,8 @@ class CampaignStage:
         if max_gap_ms <= 0 or not 0 <= candidate_quantile < 1 or not 0 <= min_breadth <= 1:
             raise ValueError("need max_gap_ms > 0, 0 <= candidate_quantile < 1, "
                              "0 <= min_breadth <= 1")
-        if young_queries < 50 or rate_tol <= 0 or tok_tol <= 0 or warmup < 1:
+        if young_queries < 50 or rate_tol <= 0 or (tok_tol is not None and tok_tol <= 0) \
+                or warmup < 1:
             raise ValueError("need young_queries >= 50, rate_tol > 0, tok_tol > 0, warmup >= 1")
         if max_open < 1 or max_groups < 1 or max_listed < 1:
             raise ValueError("max_open, max_groups and max_listed must be >= 1")
@@ -380,8 +382,8 @@ class CampaignStage:
     def _band_keys(self, s: dict) -> list[tuple]:
         keys = []
         if s.get("user_agent"):
-            pre = (s.get("ip_prefixes") or [0])[0]
-            keys.append(("ua", s["user_agent"], pre))
+            for pre in (s.get("ip_prefixes") or [0])[:3]:
+                keys.append(("ua", s["user_agent"], pre))
         for h in (s.get("skeletons") or [])[:2]:
             keys.append(("sk", h))
         return keys
@@ -395,9 +397,10 @@ class CampaignStage:
         lr = _log_rate(s)
         if lr is not None and g.n_members and abs(lr - g.rate) > self.rate_tol:
             return False
-        tok = s.get("out_tokens_log")
-        if tok is not None and g.n_members and g.tok and abs(tok - g.tok) > self.tok_tol:
-            return False
+        if self.tok_tol is not None:
+            tok = s.get("out_tokens_log")
+            if tok is not None and g.n_members and g.tok and abs(tok - g.tok) > self.tok_tol:
+                return False
         if len(g.recent) and float(np.mean(g.recent == mh)) > self.max_jaccard:
             return False
         return True
@@ -420,16 +423,23 @@ class CampaignStage:
     def _open(self, s: dict, mh: np.ndarray) -> _Group:
         gid = self._next_gid
         self._next_gid += 1
-        keys = self._band_keys(s)
-        g = self._groups[gid] = _Group(gid, s, mh, keys)
-        for key in keys:
-            dq = self._index.get(key)
-            if dq is None:
-                dq = self._index[key] = deque(maxlen=self.max_open)
-            dq.append(gid)
+        g = self._groups[gid] = _Group(gid, s, mh, [])
+        self._file(g, self._band_keys(s))
         while len(self._groups) > self.max_groups:
             self._drop(self._oldest_droppable())
         return g
+
+    def _file(self, g: _Group, keys: list) -> None:
+        """File group ``g`` under band keys it does not have yet (at most 16 in all): a
+        campaign's footprint grows as members on more of its machines join."""
+        for key in keys:
+            if key in g.keys or len(g.keys) >= 16:
+                continue
+            g.keys.append(key)
+            dq = self._index.get(key)
+            if dq is None:
+                dq = self._index[key] = deque(maxlen=self.max_open)
+            dq.append(g.gid)
 
     def _oldest_droppable(self) -> int:
         for gid, g in self._groups.items():
@@ -493,6 +503,7 @@ class CampaignStage:
                 for key, _ in c.most_common()[48:]:
                     del c[key]
         g.recent = np.vstack([g.recent[-7:], mh[None, :]])
+        self._file(g, self._band_keys(s))
         self._refresh(g, acct, s, mh)
 
     def _refresh(self, g: _Group, acct: str, s: dict, mh: np.ndarray) -> None:
@@ -561,7 +572,8 @@ class CampaignStage:
         mp, mt = g.med
         if mp is not None and v[3] is not None and abs(v[3] - mp) > self.rate_tol:
             return False
-        return not (mt is not None and v[4] is not None and abs(v[4] - mt) > self.tok_tol)
+        return not (self.tok_tol is not None and mt is not None and v[4] is not None
+                    and abs(v[4] - mt) > self.tok_tol)
 
     def _consistent(self, g: _Group) -> None:
         """Members whose pace and output length sit near the group's medians (a lead that

@@ -117,7 +117,7 @@ def create_app(settings: Settings) -> faust.App:
 
     metrics = Metrics()
     sketcher, stage = make_campaigns(s.campaigns)
-    detector = make_detector(s.detector)
+    detector = make_detector(s.detector, s.prior)
     # the campaign stage runs in its own agent below, so the processor has none
     processor = Processor(detector, make_embedder(s.embedder, s.embedding_dim),
                           sketcher=sketcher, vector_cache=s.vector_cache)
