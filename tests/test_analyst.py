@@ -13,9 +13,11 @@ from pipeline.settings import Settings
 from pipeline.simulate.corpus import corpus_available
 from pipeline.simulate.traffic import generate
 
+from tests.conftest import fresh_engine
+
 
 @pytest.fixture(scope="module")
-def replayed(tmp_path_factory):
+def replayed(tmp_path_factory, engine_dsn):
     """One simulated day replayed into a fresh embedded ClickHouse (twice: idempotent)."""
     tmp = tmp_path_factory.mktemp("analyst")
     traffic = generate(split="calib", seed=3, tenants=40, days=1, hydra_accounts=(20, 25))
@@ -24,7 +26,8 @@ def replayed(tmp_path_factory):
     with gzip.open(path, "wb", compresslevel=1) as fh:
         for e in events:
             fh.write(orjson.dumps(e) + b"\n")
-    settings = Settings(clickhouse_dsn=f"chdb://{tmp / 'ch'}", embedder="none")
+    fresh_engine(engine_dsn)      # the process's one embedded engine, emptied
+    settings = Settings(clickhouse_dsn=engine_dsn, embedder="none")
     first = replay([path], settings)
     second = replay([path], settings)
     return settings, first, second, labels
