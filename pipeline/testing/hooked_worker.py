@@ -3,10 +3,10 @@
 Runs the CLI's worker exactly as deployed (same Settings from the environment, same app),
 after installing the hooks the environment asks for. Production code has none of them.
 
-- ``COVERWATCH_TEST_STOP_MERGES=1``: ``SYSTEM STOP MERGES`` on the embedded engine right
-  after it opens (before and after the migrations), so ReplacingMergeTree never collapses
-  rows in the background and a raw ``count()`` shows every row that ever landed (the
-  fault suite counts duplicates that way; it also checks that no part was merged).
+- ``COVERWATCH_TEST_STOP_MERGES=1``: no background merge on the embedded engine
+  (:func:`stop_merges`), so ReplacingMergeTree never collapses rows and a raw ``count()``
+  shows every row that ever landed (the fault suite counts duplicates that way; it also
+  checks that no part came from a merge).
 - ``COVERWATCH_TEST_LAND_THEN_FAIL=N``: the first ``N`` inserts reach the real client and
   land, then raise as if the acknowledgement was lost (the sink must retry with the same
   dedup token, which adds no rows).
@@ -20,9 +20,23 @@ import sys
 log = logging.getLogger("coverwatch.testhooks")
 
 
+FROZEN_TABLES = ("events", "alerts", "tenant_minutes")
+
+
 def stop_merges(client) -> None:
-    """Stop background merges of every table the engine has (a no-op for a server)."""
+    """No background merge from now on, in this process and the next ones to open the engine.
+
+    ``SYSTEM STOP MERGES`` acts on this process only, and a restarted engine schedules
+    merges of the parts it finds as it opens, before any command of ours; so the tables also
+    get settings (kept in their metadata) under which no merge is ever selected. Inserts are
+    never delayed for having many parts.
+    """
     client.command("SYSTEM STOP MERGES")
+    for table in FROZEN_TABLES:
+        client.command(f"ALTER TABLE coverwatch.{table} MODIFY SETTING "
+                       "max_bytes_to_merge_at_max_space_in_pool = 1, "
+                       "max_bytes_to_merge_at_min_space_in_pool = 1, "
+                       "parts_to_delay_insert = 100000, parts_to_throw_insert = 200000")
 
 
 def install_hooks(env=None) -> None:
@@ -32,10 +46,7 @@ def install_hooks(env=None) -> None:
         migrate = ch.apply_migrations
 
         def apply_migrations(client, *args, **kwargs):
-            try:
-                stop_merges(client)        # tables of an earlier run: before anything merges
-            except Exception:  # noqa: BLE001 - first start: nothing to stop yet
-                pass
+            client.command("SYSTEM STOP MERGES")   # as early as this process can
             out = migrate(client, *args, **kwargs)
             stop_merges(client)
             log.warning("test hook: background merges stopped")

@@ -117,7 +117,11 @@ class WorkerProcess:
     def group_members(self) -> dict[str, dict]:
         """Per consumer group: state and member id -> partitions of its input topic (admin
         client's DescribeGroups; {} when the broker does not answer)."""
+        import logging
+
         from kafka.admin import KafkaAdminClient
+        # Faust's member metadata is not kafka-python's format: it warns on every describe
+        logging.getLogger("kafka.admin._groups").setLevel(logging.ERROR)
         out: dict[str, dict] = {}
         try:
             admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap,
