@@ -41,8 +41,8 @@ def raw_counts(run) -> dict:
     ``merged_parts`` is the number of active parts that came from a merge: when it is not 0
     a merge may have collapsed duplicates and the raw counts prove nothing.
     """
-    (events, distinct, dup_events), = run(
-        "SELECT sum(n), count(), countIf(n > 1) FROM (SELECT count() AS n "
+    (events, distinct, dup_events, most), = run(
+        "SELECT sum(n), count(), countIf(n > 1), max(n) FROM (SELECT count() AS n "
         "FROM coverwatch.events GROUP BY tenant_id, event_id)")
     (alerts, alert_versions, distinct_alerts), = run(
         "SELECT count(), uniqExact(alert_id, version), uniqExact(alert_id) "
@@ -51,7 +51,7 @@ def raw_counts(run) -> dict:
                      "AND table IN ('events', 'alerts') AND active "
                      "AND min_block_number < max_block_number")
     return {"event_rows": int(events or 0), "events": int(distinct),
-            "events_duplicated": int(dup_events),
+            "events_duplicated": int(dup_events), "max_rows_per_event": int(most or 0),
             "alert_rows": int(alerts), "alerts": int(distinct_alerts),
             "duplicates": int(events or 0) - int(distinct) + int(alerts) - int(alert_versions),
             "merged_parts": int(merged)}
