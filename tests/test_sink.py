@@ -89,6 +89,9 @@ def test_retry_after_an_insert_that_landed_adds_no_rows(sink):
     c = raw_counts(rows(sink))
     assert (c["event_rows"], c["alert_rows"], c["duplicates"]) == (10, 1, 0)
     assert sink.behind_s == 0.0
+    # the materialised view's sums saw the batch once too
+    assert sink.query("SELECT sum(novel), uniqExactMerge(queries) "
+                      "FROM coverwatch.tenant_minutes")[1] == [[10, 10]]
 
 
 def test_the_batch_token_names_the_offsets():
