@@ -98,9 +98,15 @@ def engine_dsn(tmp_path_factory) -> str:
 
 def fresh_engine(dsn: str) -> None:
     """Empty the coverwatch tables of the shared engine, with background merges stopped."""
-    from pipeline.sinks.clickhouse import connect, apply_migrations
+    import clickhouse_connect
+
+    from pipeline.sinks import clickhouse as ch
+    from pipeline.sinks.clickhouse import apply_migrations
     from pipeline.testing.hooked_worker import stop_merges
-    client = connect(dsn)
+    # A new session on the same engine: a query refused in readonly mode leaves the shared
+    # session readonly (see tests/test_sink.py), which must not leak from test to test.
+    with ch._clients_lock:
+        ch._clients[dsn] = client = clickhouse_connect.get_client(dsn=dsn)
     apply_migrations(client)
     for table in ("events", "alerts", "tenant_minutes"):
         client.command(f"TRUNCATE TABLE coverwatch.{table}")

@@ -127,6 +127,12 @@ def settle(w, n: int, timeout: float = 300) -> dict:
     return counts(w)
 
 
+def problems(w) -> list[str]:
+    """The worker log's errors and detector failures (what to read when an alert is missing)."""
+    return [line[:300] for line in w.log.read_text(errors="replace").splitlines()
+            if "ERROR" in line or "detector failed" in line or "Traceback" in line][:40]
+
+
 def stored(w) -> int:
     """Distinct events the worker has stored so far (-1 while it does not answer)."""
     try:
@@ -171,7 +177,7 @@ def test_worker_sigkill_restarts(fault_kafka, tmp_path, stream):
     # (FINAL, merges). Bounded: each kill re-delivers an event at most once.
     assert c["max_rows_per_event"] <= 1 + len(kill_ts), c
     assert final_rows == len(raw)
-    assert set(expected) <= set(c["alerted"])
+    assert set(expected) <= set(c["alerted"]), (c, problems(w))
     # Detector state was restored, not restarted: when an alert fired, the tenant's state had
     # counted every one of its events up to then, across the kills (a lost state would count
     # fewer). At least one alert must come from a tenant whose history straddles a kill.

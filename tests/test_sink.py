@@ -94,6 +94,19 @@ def test_retry_after_an_insert_that_landed_adds_no_rows(sink):
                       "FROM coverwatch.tenant_minutes")[1] == [[10, 10]]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "defect found here, not fixed (query code is being rewritten): a query refused in "
+    "readonly mode leaves the embedded engine's shared session readonly, so every later "
+    "insert fails with READONLY and the worker's sink would retry forever; e.g. one "
+    "'DROP TABLE' sent to /query. Remove this mark when fixed (strict: it then fails)."))
+def test_a_refused_query_leaves_inserts_working(sink):
+    with pytest.raises(Exception, match="(?i)readonly"):
+        sink.query("DROP TABLE coverwatch.events")
+    events, scored = batch()
+    sink.write(events, scored, [], tok("after-refusal"), max_wait_s=0)
+    assert raw_counts(rows(sink))["event_rows"] == 10
+
+
 def test_the_batch_token_names_the_offsets():
     assert token("events", (0, 5, 9), (1, 3, 3)) == token("events", (0, 5, 9), (1, 3, 3))
     assert token("events", (0, 5, 9)) != token("events", (0, 5, 10))
