@@ -145,7 +145,9 @@ def stored(w) -> int:
 def test_worker_sigkill_restarts(fault_kafka, tmp_path, stream):
     raw, expected = stream
     events = [orjson.loads(m) for m in raw]
-    w = make_worker(fault_kafka, tmp_path, **HOOKS).start()
+    # a day in 40 s: the population is saved every 0.2 s (5 s here would be 3 hours of traffic)
+    w = make_worker(fault_kafka, tmp_path, COVERWATCH_TEST_GLOBALS_EVERY_S="0.2",
+                    **HOOKS).start()
     t = paced_produce(w.settings, raw, 40)
     kill_ts, kill_stored = [], []
     try:

@@ -7,6 +7,10 @@ after installing the hooks the environment asks for. Production code has none of
   (:func:`stop_merges`), so ReplacingMergeTree never collapses rows and a raw ``count()``
   shows every row that ever landed (the fault suite counts duplicates that way; it also
   checks that no part came from a merge).
+- ``COVERWATCH_TEST_GLOBALS_EVERY_S=S``: save the global models (population, campaign
+  stage) every ``S`` seconds instead of 5. The fault suite plays a day of traffic in 40 s,
+  where 5 s is three hours of traffic: three kills could lose a third of the day's
+  population learning, which a real crash (5 s of a day) never does.
 - ``COVERWATCH_TEST_LAND_THEN_FAIL=N``: the first ``N`` inserts reach the real client and
   land, then raise as if the acknowledgement was lost (the sink must retry with the same
   dedup token, which adds no rows).
@@ -52,6 +56,15 @@ def install_hooks(env=None) -> None:
             log.warning("test hook: background merges stopped")
             return out
         ch.apply_migrations = apply_migrations
+    every = env.get("COVERWATCH_TEST_GLOBALS_EVERY_S")
+    if every:
+        from pipeline.stream import state
+        init = state.Checkpoints.__init__
+
+        def __init__(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            self.every_s = float(every)
+        state.Checkpoints.__init__ = __init__
     fail_n = int(env.get("COVERWATCH_TEST_LAND_THEN_FAIL") or 0)
     if fail_n:
         real = ch.ClickHouseSink._insert
