@@ -217,3 +217,33 @@ def test_the_well_typed_fast_path_agrees_with_the_careful_path():
             assert fast == _outcome(_validate_carefully, obj), obj
     assert taken > len(records) // 10   # the fast path is really exercised
     assert _well_typed(FULL, 384) is not None
+
+
+def test_every_rejection_reason_is_documented_and_declared():
+    """README's list of DLQ reasons, REASONS, and every reason the code emits are one set."""
+    import re
+    from pathlib import Path
+
+    from pipeline.contracts.events import REASONS
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    listed = readme[readme.index("Rejection reasons:"):]
+    listed = listed[:listed.index("\n\n")]
+    assert set(re.findall(r"`(\w+)`", listed)) == set(REASONS)
+    emitted = set()
+    for f in (root / "pipeline").rglob("*.py"):
+        text = f.read_text()
+        emitted |= set(re.findall(r'Rejected\(\s*"(\w+)"', text))
+        emitted |= set(re.findall(r'dlq_record\([^)]*?"(\w+)"', text, re.S))
+    assert "internal_error" in emitted and emitted <= set(REASONS), emitted - set(REASONS)
+
+
+def test_an_adapter_bug_is_an_internal_error_rejection():
+    from pipeline.contracts.events import REASONS
+    from pipeline.ingest import accept
+
+    def broken(raw):
+        raise KeyError("bug")
+    events, rejected = accept(b'{"event_id": "e"}', broken, 384)
+    assert events == [] and [r.reason for _, r in rejected] == ["internal_error"]
+    assert rejected[0][1].reason in REASONS and "KeyError" in rejected[0][1].detail

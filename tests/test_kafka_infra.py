@@ -123,3 +123,32 @@ def test_start_is_idempotent_and_restart_keeps_data(broker):
             break
     consumer.close()
     assert n == N
+
+
+def test_consume_all_returns_surplus_messages(kafka, tmp_path):
+    """consume_all reads past the expected count until the topic is quiet: a surplus
+    message (a duplicate alert) reaches the caller's exact comparison."""
+    import orjson
+    from kafka import KafkaProducer
+
+    from pipeline.testing.worker import isolated_settings
+    from tests.conftest import consume_all
+    s = isolated_settings(kafka.bootstrap, tmp_path)
+    kafka.create_topics({s.topic_alerts: 1})
+    import threading
+    import time
+    p = KafkaProducer(bootstrap_servers=kafka.bootstrap)
+    p.send(s.topic_alerts, orjson.dumps({"n": 0}))
+    p.flush()
+
+    def late():              # the surplus arrives after the expected message was read
+        time.sleep(1.5)
+        for i in (1, 2):
+            p.send(s.topic_alerts, orjson.dumps({"n": i}))
+        p.flush()
+    t = threading.Thread(target=late)
+    t.start()
+    got = consume_all(s, s.topic_alerts, 1, quiet_s=4)
+    t.join()
+    p.close()
+    assert got == [{"n": 0}, {"n": 1}, {"n": 2}]

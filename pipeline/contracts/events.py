@@ -45,7 +45,7 @@ _F32_OVERFLOW = 2.0**128 - 2.0**103
 REASONS = (
     "oversized", "not_utf8", "invalid_json", "not_object", "missing_field", "wrong_type",
     "out_of_range", "bad_timestamp", "embedding_dim", "embedding_value", "metadata_too_large",
-    "adapter",
+    "adapter", "internal_error",
 )
 
 

@@ -77,23 +77,98 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.proc.pid if self.proc else -1
 
-    def start(self, timeout: float = 120) -> WorkerProcess:
-        """Launch and wait until ``/metrics`` answers."""
+    def start(self, timeout: float = 120, wait_assigned: bool = True) -> WorkerProcess:
+        """Launch; return once ``/metrics`` answers and (``wait_assigned``) this process's
+        consumers have joined both consumer groups and been assigned partitions.
+
+        A restarted worker answers ``/metrics`` seconds before its consumers join (after a
+        SIGKILL, the dead member's session must expire first), so a check made right after
+        ``start()`` would otherwise run before anything was re-delivered or restored.
+        """
+        before = self.group_members() if wait_assigned else {}
+        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
         fh = open(self.log, "ab")
         self.launched_at = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-m", self.module, "worker"],
                                      cwd=REPO_ROOT, env=self.env, stdout=fh, stderr=fh)
         deadline = time.monotonic() + timeout
+        answered = False
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker {self.name} exited:\n{self.tail()}")
             try:
-                self.metrics()
-                self.ready_at = time.monotonic()
-                return self
+                if not answered:
+                    self.metrics()
+                    answered = True
+                if not wait_assigned or self._assigned(before):
+                    self.ready_at = time.monotonic()
+                    return self
             except OSError:
-                time.sleep(0.2)
-        raise TimeoutError(f"worker {self.name} not ready:\n{self.tail()}")
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"worker {self.name} not ready (consumers not assigned):\n"
+                           f"{self.group_members()}\n{self.tail()}")
+
+    def groups(self) -> dict[str, str]:
+        """Consumer group -> the input topic it must cover: detect agent and ingest stage."""
+        s = self.settings
+        return {s.app_id: s.topic_events, f"{s.app_id}-ingest": s.topic_logs}
+
+    def group_members(self) -> dict[str, dict]:
+        """Per consumer group: state and member id -> partitions of its input topic (admin
+        client's DescribeGroups; {} when the broker does not answer)."""
+        import logging
+
+        from kafka.admin import KafkaAdminClient
+        # Faust's member metadata is not kafka-python's format: it warns on every describe
+        logging.getLogger("kafka.admin._groups").setLevel(logging.ERROR)
+        out: dict[str, dict] = {}
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap,
+                                     client_id="coverwatch-test-groups",
+                                     request_timeout_ms=5000)
+        except Exception:  # noqa: BLE001 - broker down: no group is known
+            return out
+        try:
+            described = admin.describe_groups(list(self.groups()))
+            for group, topic in self.groups().items():
+                g = described.get(group) or {}
+                members = {}
+                for m in g.get("members") or []:
+                    parts = [p for a in (m.get("member_assignment") or {}).get(
+                        "assigned_partitions") or [] if a["topic"] == topic
+                        for p in a["partitions"]]
+                    members[m["member_id"]] = sorted(parts)
+                out[group] = {"state": g.get("group_state"), "members": members}
+        except Exception:  # noqa: BLE001 - coordinator not there yet: nothing assigned
+            pass
+        finally:
+            admin.close()
+        return out
+
+    def _assigned(self, before: dict[str, dict]) -> bool:
+        """Both groups stable, each with a member that joined after launch, every partition
+        of their input topic assigned, and Faust's recovery finished in this process."""
+        now = self.group_members()
+        for group in self.groups():
+            g = now.get(group) or {}
+            old = set((before.get(group) or {}).get("members") or {})
+            members = g.get("members") or {}
+            if g.get("state") != "Stable" or not set(members) - old:
+                return False
+            covered = {p for parts in members.values() for p in parts}
+            if covered != set(range(self.settings.partitions)):
+                return False
+        return "Worker ready" in self.log_since_start()
+
+    def log_since_start(self) -> str:
+        """This process's part of the log file (earlier runs append to the same file)."""
+        try:
+            with open(self.log, "rb") as fh:
+                fh.seek(getattr(self, "_log_offset", 0))
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def metrics(self) -> dict[str, float]:
         body = urllib.request.urlopen(f"{self.url}/metrics", timeout=5).read().decode()

@@ -1,0 +1,170 @@
+"""pipeline/stream/state.py: what a restarted worker restores, skips and discards.
+
+The driver below does what the worker's detect agent does with a batch (app.py's
+``load_states`` / ``detect_batch``): restore unknown tenants from the table, skip events
+at or below the position a tenant has learned up to, process, write the touched tenants
+back, save the global models. A "crash" is a new set of objects (detector, sketcher,
+stage, Checkpoints) over the same table and data directory, with the batches after the
+last commit delivered again.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from pipeline.campaigns import AccountSketcher, CampaignStage
+from pipeline.contracts.events import Event
+from pipeline.detect.coverwatch import CoverwatchDetector
+from pipeline.process import Processor
+from pipeline.stream import state as state_mod
+from pipeline.stream.state import Checkpoints
+
+from tests.test_detector_checks import stream
+
+BATCH = 100
+
+
+class Worker:
+    """The detect agent's state handling over a dict standing in for the Faust table."""
+
+    def __init__(self, table: dict, data_dir: str):
+        self.det = CoverwatchDetector(window=10, min_windows=5, seed=3)
+        self.sketcher = AccountSketcher(seed=0)
+        self.stage = CampaignStage(seed=0, warmup=5, min_members=2)
+        self.proc = Processor(self.det, None, sketcher=self.sketcher)
+        self.table = table
+        self.cp = Checkpoints([self.det, self.sketcher], data_dir, {
+            "population.bin": (self.det, "dump_population", "load_population"),
+            "campaigns.bin": (self.stage, "dump", "load")})
+        self.skipped = 0
+
+    def batch(self, offset: int, events) -> list:
+        todo = []
+        for i, e in enumerate(events):
+            if not self.cp.known(e.tenant_id):
+                self.cp.restore(e.tenant_id, self.table.get(e.tenant_id))
+            pos = (0, ((offset + i) << 16))
+            if self.cp.already_learned(e.tenant_id, pos):
+                self.skipped += 1
+                continue
+            e.extra["pos"] = pos
+            todo.append(e)
+        kept, scored, alerts, failed = self.proc.process_safely(todo)
+        assert not failed
+        for tenant, pos in self.cp.touched(kept):
+            value = self.cp.encode(tenant, pos[1])
+            if value is not None:
+                self.table[tenant] = value
+        alerts += self.stage.update_many(self.proc.drain_summaries())
+        return alerts
+
+    def run(self, events, start: int, end: int) -> list:
+        out = []
+        for b in range(start, end, BATCH):
+            out += self.batch(b, events[b:b + BATCH])
+        return out
+
+
+def key(alerts):
+    return sorted({(a.alert_id, a.tenant_id, a.events_seen, a.severity, a.detector)
+                   for a in alerts})
+
+
+@pytest.fixture(scope="module")
+def events():
+    """The check suite's stream, and three sweepers that start after the crash point."""
+    base = stream(3000, seed=4)
+    rng = np.random.default_rng(9)
+    late = [Event(f"late{k}-{i}", base[1600].ts_ms + k * 60_000 + i * 300, f"late{k}",
+                  prompt=f"Explain step by step: item {i} of catalogue {k}",
+                  embedding=rng.standard_normal(24).astype(np.float32), output_tokens=1500)
+            for k in range(3) for i in range(120)]
+    return sorted(base + late, key=lambda e: e.ts_ms)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(events, tmp_path_factory):
+    w = Worker({}, str(tmp_path_factory.mktemp("ref")))
+    alerts = w.run(events, 0, len(events))
+    assert alerts, "no alert: the crash test would compare nothing"
+    return alerts
+
+
+def test_alert_ids_survive_a_crash(events, uninterrupted, tmp_path):
+    """Crash after 1,500 events with the last two batches uncommitted: the restarted worker
+    restores tenants, population and campaign stage, skips what it had learned, and raises
+    the same alerts (same alert_id, same events_seen) as a run that never crashed."""
+    table: dict = {}
+    first = Worker(table, str(tmp_path))
+    before = first.run(events, 0, 1500)
+    first.cp.maybe_save_globals(force=True)
+    second = Worker(table, str(tmp_path))          # the restart
+    assert second.det.dump_population() == first.det.dump_population()
+    assert second.stage.dump() == first.stage.dump()
+    after = second.run(events, 1300, len(events))  # 200 events delivered again
+    assert second.skipped == 200
+    assert key(before + after) == key(uninterrupted)
+    assert {a.tenant_id for a in after} >= {"late0", "late1", "late2"}, key(after)
+
+
+def test_a_restart_without_the_table_differs(events, uninterrupted, tmp_path):
+    """The control: a restart that restores nothing (empty table) gives other alerts, so the
+    test above does depend on the restore."""
+    first = Worker({}, str(tmp_path))
+    before = first.run(events, 0, 1500)
+    first.cp.maybe_save_globals(force=True)
+    second = Worker({}, str(tmp_path))
+    assert key(before + second.run(events, 1300, len(events))) != key(uninterrupted)
+
+
+def test_state_of_another_version_is_discarded(events, tmp_path, monkeypatch, caplog):
+    table: dict = {}
+    monkeypatch.setattr(state_mod, "DETECTOR_VERSION", "0.0.0-old")
+    old = Worker(table, str(tmp_path))
+    old.run(events, 0, 600)
+    old.cp.maybe_save_globals(force=True)
+    monkeypatch.undo()
+    assert table
+    with caplog.at_level(logging.WARNING):
+        new = Worker(table, str(tmp_path))
+        new.cp.restore("t1", table["t1"])
+    assert "another detector version" in caplog.text and "another version" in caplog.text
+    assert new.det.dump_tenant("t1") is None and new.sketcher.dump_tenant("t1") is None
+    assert new.det.dump_population() != old.det.dump_population()
+    assert new.stage.summaries == 0
+
+
+def test_an_unreadable_checkpoint_starts_the_tenant_fresh(events, tmp_path, caplog):
+    w = Worker({}, str(tmp_path))
+    w.run(events, 0, 300)
+    good = w.table["t1"]
+    broken = good[:state_mod._HEADER.size] + b"\x00\x00\x00\x10" + b"not a pickle at all!"
+    fresh = Worker({"t1": broken}, str(tmp_path / "other"))
+    with caplog.at_level(logging.ERROR):
+        fresh.cp.restore("t1", broken)
+    assert "unreadable checkpoint" in caplog.text
+    assert fresh.det.dump_tenant("t1") is None and fresh.cp.known("t1")
+    fresh.batch(10_000, [e for e in events[300:400] if e.tenant_id == "t1"])  # still works
+    assert fresh.det.dump_tenant("t1") is not None
+
+
+def test_already_learned_and_forget_partitions(tmp_path):
+    cp = Checkpoints([], str(tmp_path))
+    assert not cp.already_learned("a", (0, 0))            # unknown tenant: learn
+    cp.restore("a", None)
+    assert not cp.already_learned("a", (0, 0))
+
+    class E:
+        def __init__(self, tenant, partition, position):
+            self.tenant_id, self.extra = tenant, {"pos": (partition, position)}
+    cp.touched([E("a", 0, 5 << 16), E("a", 0, 7 << 16), E("b", 1, 3 << 16)])
+    assert cp.already_learned("a", (0, 7 << 16)) and cp.already_learned("a", (0, 6 << 16))
+    assert not cp.already_learned("a", (0, (7 << 16) + 1))
+    assert cp.already_learned("b", (1, 3 << 16)) and not cp.already_learned("b", (1, 4 << 16))
+    cp.forget_partitions({1})                 # b's partition went to another worker
+    assert cp.known("a") and not cp.known("b")
+    assert not cp.already_learned("b", (1, 3 << 16))    # restored from the table next time
+    assert cp.already_learned("a", (0, 7 << 16))
+    assert cp.tenants == 1
