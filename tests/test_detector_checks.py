@@ -204,8 +204,9 @@ from pipeline.detect.base import Scored  # noqa: E402
 
 
 def campaign_stream(seed: int = 0):
-    """Apps re-asking their own few topics, and one sweep split over 6 new accounts (the
-    stage's own doctest, as events and the cells a detector gave them)."""
+    """Apps re-asking their own few topics, and one sweep split over 6 new accounts on one
+    operator's client after the stage's first day (the stage's own doctest, as events and
+    the cells a detector gave them)."""
     rng = np.random.default_rng(seed)
     evs, cells = [], []
     for j in range(40):
@@ -217,9 +218,10 @@ def campaign_stream(seed: int = 0):
     sweep = rng.permutation(np.arange(1, 4097))
     for j in range(6):
         for i in range(100):
-            evs.append(Event(f"h{j}-{i}", T0 + 3_600_000 * (10 + j) + 30_000 * i, f"h{j}",
+            evs.append(Event(f"h{j}-{i}", T0 + 3_600_000 * (30 + j) + 30_000 * i, f"h{j}",
                              model="big", endpoint="/chat", prompt=f"Explain item {j}-{i}",
-                             output_tokens=1500))
+                             output_tokens=1500, user_agent="python-requests/2.32",
+                             client_ip=f"198.51.100.{j + 1}"))
             cells.append(int(sweep[100 * j + i]))
     order = np.argsort([e.ts_ms for e in evs], kind="stable")
     return [evs[i] for i in order], [Scored(cell=cells[i]) for i in order]

@@ -30,7 +30,11 @@ class Worker:
     """The detect agent's state handling over a dict standing in for the Faust table."""
 
     def __init__(self, table: dict, data_dir: str):
-        self.det = CoverwatchDetector(window=10, min_windows=5, seed=3)
+        # a coverage scale of 0.9: in this small synthetic world the late sweepers sit just
+        # above 1.0 (no answer length helps them since issue 14), and this test is about
+        # restoring state, so it needs their alerts, not the shipped threshold
+        self.det = CoverwatchDetector(window=10, min_windows=5, seed=3,
+                                      rule_scales=(1.45, 0.9, 2.0, 0.5))
         self.sketcher = AccountSketcher(seed=0)
         self.stage = CampaignStage(seed=0, warmup=5, min_members=2)
         self.proc = Processor(self.det, None, sketcher=self.sketcher)

@@ -233,7 +233,7 @@ def drive(traffic: Traffic, dets: dict, embedder, label: str = "",
     step = max(1, n // 100)
     _EMBED_COST[0] = 0.0
     t_start = time.monotonic()
-    progress = progress or progress_callback(unit="ev")
+    progress = progress or progress_callback()
     for i, ev in enumerate(events_for(traffic, embedder)):
         seen[ev.tenant_id] += 1
         for name, det in dets.items():
