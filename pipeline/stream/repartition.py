@@ -103,8 +103,9 @@ def client_options(s: Settings) -> dict:
 
 
 class Repartitioner:
-    """The consume -> validate -> produce -> commit loop; ``send(partition, value)`` and
-    ``dead(key, value)`` produce and return delivery futures (the app's Faust producer)."""
+    """The consume -> validate -> produce -> commit loop; ``send(partition, value,
+    produced_ms)`` and ``dead(key, value)`` produce and return delivery futures (the app's
+    Faust producer)."""
 
     def __init__(self, s: Settings, send: Callable, dead: Callable, metrics, executor):
         self.s = s
@@ -115,17 +116,30 @@ class Repartitioner:
         self.consumer = None
         self.read: dict = {}   # TopicPartition -> last offset handed to validation
 
-    def lag(self) -> int:
-        """Messages behind the high watermark on this worker's ``api-logs`` partitions."""
+    async def lag(self) -> int:
+        """Messages behind the high watermark on this worker's ``api-logs`` partitions.
+
+        Counted from the last offset handed to validation, or, before this worker has read
+        anything from a partition, from the consumer's position (the committed offset after
+        a restart): a restarted worker with nothing to read is 0 behind, not a whole topic.
+        """
         c = self.consumer
         if c is None:
             return 0
         behind = 0
         for tp in c.assignment():
             hw = c.highwater(tp)
-            if hw is not None:
-                read = self.read.get(tp)
-                behind += max(0, hw - (read + 1 if read is not None else 0))
+            if hw is None:
+                continue
+            read = self.read.get(tp)
+            if read is not None:
+                nxt = read + 1
+            else:
+                try:
+                    nxt = await asyncio.wait_for(c.position(tp), 1.0)
+                except Exception:  # noqa: BLE001 - position not known yet: say nothing
+                    continue
+            behind += max(0, hw - nxt)
         return behind
 
     async def run(self) -> None:
@@ -171,8 +185,10 @@ class Repartitioner:
         s = self.s
         out, dead = await loop.run_in_executor(
             self.executor, validate_batch, records, self.adapter, s.embedding_dim, s.partitions)
+        # the oldest record's produce time rides along, for the produce-to-stored histogram
+        produced = str(min(r.timestamp for r in records)).encode()
         futures = [await self.dead(key, value) for key, value in dead]
-        futures += [await self.send(p, value) for p, value in out]
+        futures += [await self.send(p, value, produced) for p, value in out]
         await asyncio.gather(*futures)
         self.metrics.events_in += len(records)
         self.metrics.dlq += len(dead)
