@@ -21,12 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 import faust
 import orjson
 
-from pipeline.process import Processor, make_campaigns, make_detector, make_embedder
+from pipeline.process import (Processor, PromptVectors, make_campaigns, make_detector,
+                              make_embedder)
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import ClickHouseSink, token
 from pipeline.stream.codec import decode_batch
 from pipeline.stream.metrics import CONTENT_TYPE, Metrics
 from pipeline.stream.query_endpoint import QueryEndpoint
+from pipeline.stream.redact import Redactor
 from pipeline.stream.repartition import Repartitioner, dlq_record
 from pipeline.stream.state import Checkpoints
 
@@ -134,8 +136,12 @@ def create_app(settings: Settings) -> faust.App:
     sketcher, stage = make_campaigns(s.campaigns)
     detector = make_detector(s.detector)
     # the campaign stage runs in its own agent below, so the processor has none
-    processor = Processor(detector, make_embedder(s.embedder, s.embedding_dim),
-                          sketcher=sketcher, vector_cache=s.vector_cache)
+    embedder = make_embedder(s.embedder, s.embedding_dim)
+    processor = Processor(detector, embedder, sketcher=sketcher, vector_cache=s.vector_cache)
+    # Privacy by default: unless prompts are to be stored as text, ingest embeds them and
+    # the internal topic carries vectors, text signals and pseudonyms, not raw fields.
+    redactor = None if s.store_prompts == "text" else Redactor(
+        PromptVectors(embedder, s.vector_cache), s.prompt_salt, s.store_prompts)
     global_parts = {}
     if hasattr(detector, "dump_population"):
         global_parts["population.bin"] = (detector, "dump_population", "load_population")
@@ -155,7 +161,7 @@ def create_app(settings: Settings) -> faust.App:
         s, send=lambda p, value, produced: events.send(
             value=value, partition=p, headers=[(PRODUCED_HEADER, produced)]),
         dead=lambda key, value: dlq.send(key=key, value=value),
-        metrics=metrics, executor=ingest_thread)
+        metrics=metrics, executor=ingest_thread, redact=redactor)
 
     @app.task
     async def ingest():

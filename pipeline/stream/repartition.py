@@ -71,18 +71,24 @@ def dlq_record(raw: bytes, reason: str, detail: str, topic: str, partition: int,
 
 
 def validate_batch(records, adapter, embedding_dim: int | None, partitions: int,
-                   chunk_bytes: int = CHUNK_BYTES
+                   chunk_bytes: int = CHUNK_BYTES, redact=None
                    ) -> tuple[list[tuple[int, bytes]], list[tuple[bytes | None, bytes]]]:
-    """Consumer records -> (internal messages per partition, dead letters). Runs off the loop."""
+    """Consumer records -> (internal messages per partition, dead letters). Runs off the loop.
+
+    ``redact`` (a :class:`pipeline.stream.redact.Redactor`) turns the accepted events into
+    what the internal topic may carry, before they are encoded."""
     groups: dict[int, list] = {}
-    dead = []
+    dead, events = [], []
     for rec in records:
         accepted, rejected = accept(rec.value or b"", adapter, embedding_dim)
         for raw, r in rejected:
             dead.append((rec.key, dlq_record(raw, r.reason, r.detail, rec.topic,
                                              rec.partition, rec.offset)))
-        for e in accepted:
-            groups.setdefault(partition_for(e.tenant_id, partitions), []).append(e)
+        events += accepted
+    if redact is not None:
+        redact(events)
+    for e in events:
+        groups.setdefault(partition_for(e.tenant_id, partitions), []).append(e)
     out = [(p, encode_batch(chunk)) for p, evs in groups.items()
            for chunk in chunks(evs, chunk_bytes)]
     return out, dead
@@ -107,8 +113,10 @@ class Repartitioner:
     produced_ms)`` and ``dead(key, value)`` produce and return delivery futures (the app's
     Faust producer)."""
 
-    def __init__(self, s: Settings, send: Callable, dead: Callable, metrics, executor):
+    def __init__(self, s: Settings, send: Callable, dead: Callable, metrics, executor,
+                 redact=None):
         self.s = s
+        self.redact = redact
         self.send, self.dead = send, dead
         self.metrics = metrics
         self.executor = executor
@@ -184,7 +192,8 @@ class Repartitioner:
     async def _forward(self, loop, records) -> None:
         s = self.s
         out, dead = await loop.run_in_executor(
-            self.executor, validate_batch, records, self.adapter, s.embedding_dim, s.partitions)
+            self.executor, validate_batch, records, self.adapter, s.embedding_dim, s.partitions,
+            CHUNK_BYTES, self.redact)
         # the oldest record's produce time rides along, for the produce-to-stored histogram
         produced = str(min(r.timestamp for r in records)).encode()
         futures = [await self.dead(key, value) for key, value in dead]
