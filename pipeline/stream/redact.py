@@ -144,21 +144,38 @@ class Redactor:
         self.salt_text = salt
         self.salt = salt.encode()[:64]
         self.store_prompts = store_prompts
+        self._texts: dict = {}   # hash(prompt) -> prompt_bits (bounded by prompt_bits)
+        self._names: dict = {}   # (kind, value) -> pseudonym; the same few recur
+
+    def _pseudonym(self, value: str | None, kind: str) -> str | None:
+        if not value:
+            return value
+        names = self._names
+        p = names.get((kind, value))
+        if p is None:
+            if len(names) >= 1 << 16:
+                names.clear()
+            if kind == "addr":
+                p = (pseudonym(ip_prefix(value), self.salt, "prefix") + "."
+                     + pseudonym(value, self.salt, "ip"))
+            else:
+                p = pseudonym(value, self.salt, kind)
+            names[(kind, value)] = p
+        return p
 
     def __call__(self, events: Sequence[Event]) -> None:
         if self.vectors is not None:
             self.vectors.embed(events)
         from pipeline.sinks.clickhouse import prompt_column
-        salt = self.salt
+        hashed = self.store_prompts == "hash"
+        name = self._pseudonym
         for e in events:
             if e.prompt:
-                e.extra["prompt_column"] = prompt_column(e.prompt, self.store_prompts,
-                                                         self.salt_text)
-                e.prompt = stand_in(prompt_bits(e.prompt))
+                e.extra["prompt_column"] = (prompt_column(e.prompt, "hash", self.salt_text)
+                                            if hashed else "")
+                e.prompt = stand_in(prompt_bits(e.prompt, self._texts))
             e.extra.setdefault("provided_embedding", e.embedding is not None)
-            e.api_key_id = pseudonym(e.api_key_id, salt, "key")
-            e.user_agent = pseudonym(e.user_agent, salt, "ua")
-            if e.client_ip:
-                e.client_ip = (pseudonym(ip_prefix(e.client_ip), salt, "prefix") + "."
-                               + pseudonym(e.client_ip, salt, "ip"))
+            e.api_key_id = name(e.api_key_id, "key")
+            e.user_agent = name(e.user_agent, "ua")
+            e.client_ip = name(e.client_ip, "addr")
             e.metadata = None
