@@ -36,12 +36,12 @@ def make_embedder(name: str, dim: int):
     return get_embedder(name, dim=dim)
 
 
-def make_campaigns(enabled: bool = True, seed: int = 0):
+def make_campaigns(enabled: bool = True, seed: int = 0, max_accounts: int = 1_000_000):
     """The campaign sketcher and stage (issue: coordinated campaigns), or (None, None)."""
     if not enabled:
         return None, None
     from pipeline.campaigns import AccountSketcher, CampaignStage
-    return AccountSketcher(seed=seed), CampaignStage(seed=seed)
+    return AccountSketcher(seed=seed, max_accounts=max_accounts), CampaignStage(seed=seed)
 
 
 def _trim(d: dict, limit: int) -> None:

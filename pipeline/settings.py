@@ -49,6 +49,9 @@ class Settings:
     query_max_memory_mb: int = 1024
     query_concurrency: int = 2      # queries at a time; more get 429
     stall_s: float = 60.0           # /health fails when nothing was stored this long with lag
+    tenant_idle_hours: int = 168    # a tenant idle this long (event time) expires
+    max_tenants: int = 200_000      # live tenants per worker; beyond, the least recent wait
+                                    # in the table (checkpoint bytes) until they send again
     store_prompts: str = "none"     # none | hash | text
     prompt_salt: str = ""
     sink_batch: int = 5_000
@@ -91,6 +94,8 @@ class Settings:
                                      d.query_max_memory_mb),
             query_concurrency=_int(env, "COVERWATCH_QUERY_CONCURRENCY", d.query_concurrency),
             stall_s=float(_int(env, "COVERWATCH_STALL_S", int(d.stall_s))),
+            tenant_idle_hours=_int(env, "COVERWATCH_TENANT_IDLE_HOURS", d.tenant_idle_hours),
+            max_tenants=_int(env, "COVERWATCH_MAX_TENANTS", d.max_tenants),
             store_prompts=env.get("COVERWATCH_STORE_PROMPTS", d.store_prompts),
             prompt_salt=env.get("COVERWATCH_PROMPT_SALT", ""),
             sink_batch=_int(env, "COVERWATCH_SINK_BATCH", d.sink_batch),
