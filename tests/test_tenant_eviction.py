@@ -2,6 +2,8 @@
 table, and a tenant evicted and restored scores exactly as one that stayed in memory."""
 from __future__ import annotations
 
+import pytest
+
 from pipeline.contracts.events import Event, validate
 from pipeline.detect.burst import BurstDetector
 from pipeline.process import Processor, make_detector
@@ -66,3 +68,39 @@ def test_idle_tenants_expire_and_come_back_fresh():
     assert det.dump_tenant("old") is None and not cp.known("old")
     assert det.dump_tenant("busy") is not None and cp.known("busy")
     assert cp.expired == 1
+
+
+@pytest.mark.integration
+def test_the_worker_expires_idle_tenants_and_caps_live_ones(kafka, tmp_path):
+    import signal
+
+    import orjson
+    from kafka import KafkaProducer
+
+    from pipeline.kafka_io import client_config
+    from tests.conftest import make_worker
+    w = make_worker(kafka, tmp_path, COVERWATCH_DETECTOR="burst", COVERWATCH_EMBEDDER="none",
+                    COVERWATCH_MAX_TENANTS="5", COVERWATCH_TENANT_IDLE_HOURS="1").start()
+    t0 = 1767225600000
+    try:
+        p = KafkaProducer(**client_config(w.settings))
+
+        def send(tenant: str, ts: int, n: int) -> None:
+            p.send(w.settings.topic_logs, orjson.dumps(
+                {"event_id": f"{tenant}-{n}", "ts": ts, "tenant_id": tenant}))
+            p.flush()
+        for i in range(30):
+            send(f"early-{i}", t0 + i, i)
+        w.wait_for(lambda m: m.get("coverwatch_events_detected_total", 0) >= 30)
+        send("late", t0 + 2 * 3_600_000, 0)   # two hours of event time later
+        w.wait_for(lambda m: m.get("coverwatch_events_detected_total", 0) >= 31)
+        send("later", t0 + 2 * 3_600_000 + 1, 0)   # the next batch runs the eviction
+        w.wait_for(lambda m: m.get("coverwatch_tenants_expired_total", 0) >= 5,
+                   what="idle tenants expired")
+        m = w.metrics()
+        assert m["coverwatch_tenants_evicted_total"] + m["coverwatch_tenants_expired_total"] >= 25
+        assert m["coverwatch_tenants_tracked"] <= 5 + 2
+        assert "Traceback" not in w.tail(400)
+        p.close()
+    finally:
+        w.stop(signal.SIGKILL)

@@ -133,7 +133,9 @@ def create_app(settings: Settings) -> faust.App:
                       use_partitioner=True, key_type=bytes, value_type=bytes)
 
     metrics = Metrics()
-    sketcher, stage = make_campaigns(s.campaigns)
+    # the sketcher's own LRU bound sits above the live-tenant ceiling, so it only drops
+    # accounts the checkpoints already evicted (it has no forget of its own)
+    sketcher, stage = make_campaigns(s.campaigns, max_accounts=s.max_tenants * 11 // 10)
     detector = make_detector(s.detector)
     # the campaign stage runs in its own agent below, so the processor has none
     embedder = make_embedder(s.embedder, s.embedding_dim)
@@ -148,7 +150,8 @@ def create_app(settings: Settings) -> faust.App:
     if stage is not None:
         global_parts["campaigns.bin"] = (stage, "dump", "load")
     checkpoints = Checkpoints([p for p in (detector, sketcher) if p is not None], s.data_dir,
-                              global_parts)
+                              global_parts, idle_ms=s.tenant_idle_hours * 3_600_000,
+                              max_tenants=s.max_tenants)
     sink = ClickHouseSink(s.clickhouse_dsn, store_prompts=s.store_prompts,
                           prompt_salt=s.prompt_salt, fault_file=s.fault_file)
     # One thread owns ClickHouse (the embedded engine is not shared across threads);
@@ -167,7 +170,7 @@ def create_app(settings: Settings) -> faust.App:
     async def ingest():
         await repartitioner.run()
 
-    def load_states(batch):
+    def load_states(batch, expired=frozenset()):
         """Decode a batch, restore unknown tenants from the table, drop already-learned events.
 
         Runs on the detector thread: the in-memory table is only read here, and Faust pauses
@@ -177,7 +180,8 @@ def create_app(settings: Settings) -> faust.App:
             msg = ev.message
             for i, e in enumerate(decode_batch(ev.value)):
                 if not checkpoints.known(e.tenant_id):
-                    checkpoints.restore(e.tenant_id, state.get(e.tenant_id.encode()))
+                    checkpoints.restore(e.tenant_id, None if e.tenant_id in expired
+                                        else state.get(e.tenant_id.encode()))
                 pos = (msg.partition, (msg.offset << 16) | i)
                 if checkpoints.already_learned(e.tenant_id, pos):
                     metrics.replayed_skipped += 1
@@ -187,14 +191,16 @@ def create_app(settings: Settings) -> faust.App:
         return todo
 
     def detect_batch(batch):
-        """Decode, detect, and encode the touched tenants' state (all on the detector thread)."""
-        kept, scored, alerts, failed = processor.process_safely(load_states(batch))
+        """Evict idle tenants, decode, detect, and encode the touched tenants' state (all on
+        the detector thread; the table already holds every earlier batch's states)."""
+        expired = set(checkpoints.evict())
+        kept, scored, alerts, failed = processor.process_safely(load_states(batch, expired))
         states = []
         for tenant, pos in checkpoints.touched(kept):
             value = checkpoints.encode(tenant, pos[1])
             if value is not None:
                 states.append((tenant.encode(), value))
-        return kept, scored, alerts, failed, states
+        return kept, scored, alerts, failed, states, expired
 
     @app.agent(events)
     async def detect(stream):
@@ -205,7 +211,7 @@ def create_app(settings: Settings) -> faust.App:
             state.changelog_topic.get_topic_name())
         async for batch in stream.take_events(64, within=s.sink_within_s):
             t0 = time.perf_counter()
-            kept, scored, alerts, failed, states = await loop.run_in_executor(
+            kept, scored, alerts, failed, states, expired = await loop.run_in_executor(
                 cpu_thread, detect_batch, batch)
             for e, err in failed:
                 metrics.dlq += 1
@@ -223,9 +229,13 @@ def create_app(settings: Settings) -> faust.App:
                 await alerts_topic.send(key=a.tenant_id.encode(), value=orjson.dumps(a.to_dict()))
             for key, value in states:
                 state[key] = value
+            for tenant in expired - {key.decode() for key, _ in states}:
+                state.pop(tenant.encode(), None)   # a tombstone: compaction drops it
             metrics.events_detected += len(kept)
             metrics.duplicates = processor.duplicates
             metrics.tenants = checkpoints.tenants
+            metrics.tenants_expired, metrics.tenants_evicted = (checkpoints.expired,
+                                                                checkpoints.evicted)
             metrics.detected(time.perf_counter() - t0)
             for summary in processor.drain_summaries():
                 await summaries.send(key=summary["account"].encode(), value=orjson.dumps(summary))

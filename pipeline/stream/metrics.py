@@ -47,6 +47,8 @@ class Metrics:
         self.alerts: Counter = Counter()
         self.lag: dict = {}
         self.queries_refused = 0
+        self.tenants_expired = 0
+        self.tenants_evicted = 0
         now = time.monotonic()
         # a fresh worker has stored nothing yet: it counts from its start
         self.last_stored = self.last_detect_batch = now
@@ -124,7 +126,11 @@ class _Collector:
                 ("redelivered_skipped", m.replayed_skipped,
                  "Re-delivered events the tenant state had already learned."),
                 ("queries_refused", m.queries_refused,
-                 "/query calls refused (unauthorised, not loopback, too many at once).")):
+                 "/query calls refused (unauthorised, not loopback, too many at once)."),
+                ("tenants_expired", m.tenants_expired,
+                 "Tenants idle past COVERWATCH_TENANT_IDLE_HOURS, forgotten and deleted."),
+                ("tenants_evicted", m.tenants_evicted,
+                 "Tenants beyond COVERWATCH_MAX_TENANTS moved out of memory to the table.")):
             yield CounterMetricFamily(f"coverwatch_{name}", doc, value=value)
         alerts = CounterMetricFamily("coverwatch_alerts", "Alerts raised.", labels=["severity"])
         for sev in ("warning", "critical"):
