@@ -101,7 +101,13 @@ def add_top_arguments(p) -> None:
 
 def run_top(args) -> int:
     s = Settings.from_env()
-    print_table(*run_query(s, TOP_SQL, {"hours": args.hours, "limit": args.limit}))
+    columns, rows = run_query(s, TOP_SQL, {"hours": args.hours, "limit": args.limit})
+    if not rows:
+        # The window ends at the newest alert, so an empty answer means no alert at all.
+        print(f"no alerts yet: coverwatch.alerts is empty (top lists the {args.hours} h of "
+              f"event time before the newest alert; --hours changes it)")
+        return 0
+    print_table(columns, rows)
     return 0
 
 

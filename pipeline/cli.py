@@ -22,6 +22,7 @@ BENCHES = {
     "throughput": ("pipeline.bench.throughput", "throughput, latency and memory vs the Kafka ceiling"),
     "campaigns": ("pipeline.bench.campaigns", "campaign stage memory and speed at 1k-100k accounts"),
     "replay": ("pipeline.bench.replay", "a million events through coverwatch replay on one core"),
+    "lofo": ("pipeline.bench.lofo", "leave-one-family-out: each attack family vs a detector chosen without it"),
 }
 
 

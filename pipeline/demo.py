@@ -1,31 +1,50 @@
 """``coverwatch demo``: stream live demo traffic into Kafka and print alerts as they arrive.
 
-Used by ``make run``. Traffic comes from :func:`pipeline.simulate.traffic.iter_demo_events`
-(real prompts when the corpus is present, a stand-in otherwise): eight benign tenants and
-one broad sweeper, stamped with the wall clock.
+Used by ``make run``. The traffic is :func:`demo_traffic`: the past day of simulated benign
+tenants (so the population the detector compares with is warm), then live traffic from
+:func:`pipeline.simulate.traffic.iter_demo_events`: eight benign tenants (focused apps with
+working sets of popular questions, a general chat product, a coding tool) and one broad
+sweeper, ``nimbus-labs``, that asks never-seen prompts from every source it can reach.
+
+Prompts are real: the shared corpus when it is next to the checkout, else the licensed
+sample shipped in ``pipeline/data`` (a bare clone), else (sample deleted) synthetic text.
 """
 from __future__ import annotations
 
 import sys
 import threading
 import time
+from typing import Iterator
 
 import orjson
 
 from pipeline.kafka_io import follow, producer, tenant_key
 from pipeline.settings import Settings
 
+SWEEPER = "nimbus-labs"
+
 
 def add_arguments(p) -> None:
     p.add_argument("--rate", type=float, default=50.0, help="events per second")
-    p.add_argument("--mode", choices=["provided", "text"], default="provided")
+    p.add_argument("--mode", choices=["auto", "provided", "text"], default="auto",
+                   help="provided: events carry vectors; text: prompts only, the worker embeds "
+                        "them (auto: provided with the corpus's MiniLM vectors, else text)")
     p.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
     p.add_argument("--history-tenants", type=int, default=60,
                    help="simulated tenants whose benign past day is sent first (0: none)")
 
 
-def history(tenants: int, mode: str, per_tenant: int = 300, seed: int = 5) -> list[dict]:
-    """The past day of ``tenants`` benign tenants, ending now.
+def resolve_mode(mode: str) -> str:
+    """``auto``: vectors only where they are real MiniLM vectors (the corpus)."""
+    if mode != "auto":
+        return mode
+    from pipeline.simulate.pool import build_pool
+    return "provided" if build_pool("report").origin == "corpus" else "text"
+
+
+def history(tenants: int, mode: str, per_tenant: int = 300, seed: int = 5,
+            end_ms: int | None = None) -> list[dict]:
+    """The past day of ``tenants`` benign tenants, ending a minute before ``end_ms`` (now).
 
     A real deployment has thousands of tenants behind it; the detector scores a tenant
     against the population of tenants of the same age, and needs some before it judges
@@ -40,53 +59,90 @@ def history(tenants: int, mode: str, per_tenant: int = 300, seed: int = 5) -> li
             continue
         count[t] = count.get(t, 0) + 1
         kept.append(ev)
-    shift = int(time.time() * 1000) - 60_000 - kept[-1]["ts"] if kept else 0
+    end = int(time.time() * 1000) if end_ms is None else end_ms
+    shift = end - 60_000 - kept[-1]["ts"] if kept else 0
     for ev in kept:
         ev["ts"] += shift
     return kept
 
 
-def _produce(s: Settings, rate: float, mode: str, stop: threading.Event, sent: list,
-             history_tenants: int) -> None:
+def live(rate: float, mode: str, *, realtime: bool = True, limit: int | None = None,
+         start_ms: int | None = None) -> Iterator[dict]:
+    """Live demo events. Not ``realtime``: no sleeping, and event time advances by
+    ``1/rate`` per event from ``start_ms``, as if they had been sent live (tests)."""
     from pipeline.simulate.traffic import iter_demo_events
+    events = iter_demo_events(rate, mode=mode, realtime=realtime, limit=limit)
+    if realtime:
+        yield from events
+        return
+    t0 = int(time.time() * 1000) if start_ms is None else start_ms
+    for i, ev in enumerate(events):
+        ev["ts"] = t0 + int(i * 1000 / rate)
+        yield ev
+
+
+def demo_traffic(rate: float = 50.0, mode: str = "auto", *, history_tenants: int = 60,
+                 realtime: bool = True, limit: int | None = None,
+                 start_ms: int | None = None) -> tuple[list[dict], Iterator[dict]]:
+    """What ``coverwatch demo`` sends: (the warm-up history, the live events)."""
+    mode = resolve_mode(mode)
+    now = int(time.time() * 1000) if start_ms is None else start_ms
+    past = history(history_tenants, mode, end_ms=now) if history_tenants else []
+    return past, live(rate, mode, realtime=realtime, limit=limit, start_ms=now)
+
+
+def _produce(s: Settings, args, stop: threading.Event, state: dict) -> None:
     p = producer(s)
-    if history_tenants:
-        past = history(history_tenants, mode)
-        print(f"sending the past day of {history_tenants} benign tenants "
-              f"({len(past):,} events) so the population is warm...", file=sys.stderr)
-        for ev in past:
-            raw = orjson.dumps(ev)
-            p.send(s.topic_logs, value=raw, key=tenant_key(raw))
-        p.flush()
-        sent[0] += len(past)
-    for ev in iter_demo_events(rate, mode=mode):
+    past, events = demo_traffic(args.rate, args.mode, history_tenants=args.history_tenants)
+    if past:
+        print(f"sent the past day of {args.history_tenants} benign tenants "
+              f"({len(past):,} events) so the population is warm", file=sys.stderr)
+    for ev in past:
+        raw = orjson.dumps(ev)
+        p.send(s.topic_logs, value=raw, key=tenant_key(raw))
+    p.flush()
+    state["sent"] += len(past)
+    state["live_at"] = time.monotonic()
+    for ev in events:
         if stop.is_set():
             break
         raw = orjson.dumps(ev)
         p.send(s.topic_logs, value=raw, key=tenant_key(raw))
-        sent[0] += 1
+        state["sent"] += 1
     p.flush()
     p.close()
 
 
+def format_alert(alert: dict, seconds: float) -> str:
+    """One alert as the demo prints it; ``seconds`` since live traffic started."""
+    return (f"[{alert['severity'].upper():8}] +{seconds:.0f} s {alert['tenant_id']}: "
+            f"{alert['evidence']['summary']} ({alert['detector']}, "
+            f"after {alert['events_seen']:,} queries)")
+
+
 def run(args) -> int:
+    import logging
+    from pipeline.progress import progress
+    from pipeline.simulate.pool import build_pool
+    logging.getLogger("kafka").setLevel(logging.ERROR)   # client chatter, not the demo's
     s = Settings.from_env()
-    stop, sent = threading.Event(), [0]
-    t = threading.Thread(target=_produce, daemon=True,
-                         args=(s, args.rate, args.mode, stop, sent, args.history_tenants))
+    origin = build_pool("report").origin
+    print({"corpus": "prompts: the shared corpus",
+           "sample": "prompts: the licensed sample shipped in pipeline/data (no corpus found)",
+           "synthetic": "prompts: SYNTHETIC stand-in (neither corpus nor sample found)"}[origin],
+          file=sys.stderr)
+    stop, state = threading.Event(), {"sent": 0, "live_at": None}
+    t = threading.Thread(target=_produce, daemon=True, args=(s, args, stop, state))
     t.start()
-    started, last_status = time.monotonic(), 0.0
+    started = time.monotonic()
+    bar = progress(desc="demo events sent", unit="ev")
     try:
         for alert in follow(s, s.topic_alerts):
             now = time.monotonic()
+            bar.update(state["sent"] - bar.n)
             if alert is not None:
-                print(f"\r[{alert['severity'].upper():8}] {alert['tenant_id']}: "
-                      f"{alert['evidence']['summary']} ({alert['detector']}, "
-                      f"after {alert['events_seen']:,} queries)", flush=True)
-            elif now - last_status > 10:
-                print(f"\r... {sent[0]:,} events sent, {now - started:.0f} s", end="",
-                      file=sys.stderr, flush=True)
-                last_status = now
+                bar.write(format_alert(alert, now - (state["live_at"] or now)), file=sys.stdout)
+                sys.stdout.flush()
             if args.duration and now - started > args.duration:
                 break
             if not t.is_alive():
@@ -96,4 +152,5 @@ def run(args) -> int:
         pass
     finally:
         stop.set()
+        bar.close()
     return 0

@@ -23,8 +23,9 @@ import orjson
 
 from pipeline.contracts.alerts import Alert
 from pipeline.adapters import native
-from pipeline.contracts.events import Event
+from pipeline.contracts.events import Event, Rejected, validate
 from pipeline.ingest import accept
+from pipeline.progress import progress as progress_bar
 from pipeline.process import Processor, make_campaigns, make_detector, make_embedder
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import ClickHouseSink, token
@@ -59,6 +60,8 @@ def read_events(paths, embedding_dim: int | None, adapter=native
     (through :func:`accept`, the worker's front door)."""
     events: list[Event] = []
     rejected: Counter = Counter()
+    if hasattr(adapter, "offline"):
+        adapter.offline()        # halves of one call may be in different files: wait for all
     with gc_paused():
         for path in paths:
             with open_lines(path) as fh:
@@ -70,6 +73,12 @@ def read_events(paths, embedding_dim: int | None, adapter=native
                     events += accepted
                     for _, r in bad:
                         rejected[r.reason] += 1
+        if hasattr(adapter, "flush"):
+            for rec in adapter.flush():
+                try:
+                    events.append(validate(rec, embedding_dim=embedding_dim))
+                except Rejected as r:
+                    rejected[r.reason] += 1
     events.sort(key=attrgetter("ts_ms"))
     return events, rejected
 
@@ -90,6 +99,7 @@ def batches(events: list[Event], size: int) -> Iterator[list[Event]]:
 
 def replay(paths, settings: Settings, *, clickhouse: bool = True, batch: int = 5_000,
            processor: Processor | None = None, progress: bool = False) -> ReplayResult:
+    """Replay ``paths``; ``progress`` draws a bar on stderr when it is a terminal."""
     t0 = time.perf_counter()
     events, rejected = read_events(paths, settings.embedding_dim, settings.adapter())
     sketcher, stage = make_campaigns(settings.campaigns)
@@ -100,6 +110,8 @@ def replay(paths, settings: Settings, *, clickhouse: bool = True, batch: int = 5
     sink = ClickHouseSink(settings.clickhouse_dsn, store_prompts=settings.store_prompts,
                           prompt_salt=settings.prompt_salt) if clickhouse else None
     result = ReplayResult(rejected=rejected)
+    bar = progress_bar(total=len(events), desc="replay", unit="ev",
+                       enabled=None if progress else False)
     gc.freeze()   # the events live to the end: later collector passes need not re-walk them
     try:
         for i, chunk in enumerate(batches(events, batch)):
@@ -114,12 +126,11 @@ def replay(paths, settings: Settings, *, clickhouse: bool = True, batch: int = 5
                 sink.write(kept, scored, alerts,
                            token("replay", chunk[0].event_id, chunk[-1].event_id, len(chunk)),
                            max_wait_s=60)
-            if progress and i % 20 == 0:
-                print(f"\rreplay: {result.events:,}/{len(events):,} events, "
-                      f"{len(result.alerts)} alerts", end="", file=sys.stderr, flush=True)
-        if progress:
-            print(file=sys.stderr)
+            bar.update(len(chunk))
+            if i % 20 == 0:
+                bar.set_postfix(alerts=len(result.alerts), refresh=False)
     finally:
+        bar.close()
         gc.unfreeze()
     result.duplicates = proc.duplicates
     result.seconds = time.perf_counter() - t0

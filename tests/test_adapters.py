@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.adapters import ADAPTERS, bodies, get_adapter
 from pipeline.adapters.common import hash_key, to_ms
-from pipeline.contracts.events import REASONS, Rejected
+from pipeline.contracts.events import REASONS, Rejected, validate
 from pipeline.ingest import accept
 
 FIX = Path(__file__).parent / "fixtures"
@@ -32,9 +32,15 @@ def fixture(name: str):
 
 
 def run(fmt: str, data, **opts):
-    """Adapter then contract validation, as the worker does; returns (events, rejections)."""
+    """Adapter then contract validation, as the worker does; returns (events, rejections).
+    Halves of calls the adapter holds for their other half are then released (the wait ran
+    out), as replay does at the end of its files."""
     payload = data if isinstance(data, bytes) else orjson.dumps(data)
-    return accept(payload, get_adapter(fmt, **opts), 384)
+    adapter = get_adapter(fmt, **opts)
+    events, bad = accept(payload, adapter, 384)
+    for rec in getattr(adapter, "flush", list)():
+        events.append(validate(rec, embedding_dim=384))
+    return events, bad
 
 
 def by_id(events):
@@ -78,7 +84,7 @@ def test_bad_timestamps_are_adapter_rejections(value):
     ({"messages": [{"role": "user", "content": [{"text": "converse q"}, {"image": {}}]}],
       "system": [{"text": "s"}]}, "converse q"),
     ({"inputText": "titan q"}, "titan q"),
-    ({"prompt": "<s>[INST] llama q [/INST]"}, "<s>[INST] llama q [/INST]"),
+    ({"prompt": "<s>[INST] llama q [/INST]"}, "llama q"),          # chat template stripped
     ({"contents": [{"role": "user", "parts": [{"text": "gemini q"}]}]}, "gemini q"),
     ('{"messages": [{"role": "user", "content": "as a JSON string"}]}', "as a JSON string"),
     ([{"role": "user", "parts": [{"type": "text", "content": "otel parts"}]}], "otel parts"),
@@ -90,7 +96,7 @@ def test_body_parser_prompt_shapes(body, text):
 @pytest.mark.parametrize("body, missing", [
     (None, "not_logged"), ({}, "not_logged"), ({"input": [[1, 2, 3]]}, "no_text"),
     ({"messages": [{"role": "user", "content": "redacted-by-litellm"}]}, "redacted"),
-    ('{"messages": [{"role": "user", "content": "cut off', "unparseable"),
+    ('{"messages": [{"role": "us', "unparseable"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "no_text"),
 ])
 def test_body_parser_says_why_there_is_no_prompt(body, missing):
@@ -444,3 +450,164 @@ def test_wrong_typed_sections_cost_nothing_or_get_the_adapter_reason():
     doc["resourceSpans"][0]["scopeSpans"] = "broken"  # structure broken: adapter, not a crash
     events, bad = run("otel-genai", doc)
     assert events == [] and bad[0][1].reason == "adapter"
+
+
+# ---------------------------------------------------------------- records as gateways write them
+# Issue 16. Where each fixture's shape comes from:
+# - otel_openai_v2_{span,logs}.json: opentelemetry-instrumentation-openai-v2 (2.x) with
+#   OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true: the chat span carries model and
+#   usage, the prompt goes out as gen_ai.*.message / gen_ai.choice log events (eventName,
+#   body {content}) with the span's trace and span id; the SDK exports spans and logs in
+#   separate OTLP batches, so the collector's kafka exporter writes two records.
+# - litellm_v1_payload.json: GenericAPILogger with litellm.generic_api_use_v1 = True, which
+#   str()s every value (naive datetime, Python-repr metadata/messages, Usage(...) repr).
+# - litellm_gcs_truncated.json: StandardLoggingPayload after the DataDog / GCS loggers cut
+#   long fields, ``str(messages)[:N] + "...truncated by litellm"``; metadata.user_agent as
+#   in current StandardLoggingMetadata.
+# - litellm_callback_redacted.json: per-callback redaction (turn_off_message_logging on one
+#   callback), which writes an assistant message "redacted-by-litellm".
+# - kong_36_ai.json: Kong 3.6 AI Proxy log (ai.meta / ai.usage / ai.payload directly under
+#   ai, singular prompt_token / completion_token), consumer entity with created_at (s).
+# - kong_no_consumer.json: a route without an auth plugin (no consumer, no
+#   authenticated_entity) whose caller let the route pick the model (request_model
+#   UNSPECIFIED in 3.8+ ai.proxy.meta).
+# - bedrock_llama_siem.json: ModelInvocationLog of a Llama 3.1 InvokeModel call (prompt with
+#   the Llama 3 chat template), timestamp as a SIEM export rewrites it (no zone).
+
+def test_otel_span_and_message_events_of_one_call_merge_in_either_order():
+    span, logs = raw("otel_openai_v2_span.json"), raw("otel_openai_v2_logs.json")
+    for first, second in ((logs, span), (span, logs)):
+        adapter = get_adapter("otel-genai")
+        adapter.offline()                       # replay: hold until the other half comes
+        a, bad_a = accept(first, adapter, 384)
+        b, bad_b = accept(second, adapter, 384)
+        assert bad_a == bad_b == [] and a == [] and adapter.flush() == []
+        [e] = b
+        assert e.event_id == "7d3e1f0a9b8c4d2e8f7a6b5c4d3e2f10-a1b2c3d4e5f60718"
+        assert (e.tenant_id, e.model, e.endpoint) == ("umbrella", "gpt-4o-mini", "chat")
+        assert (e.input_tokens, e.output_tokens, e.latency_ms) == (31, 142, 1850.0)
+        assert e.ts_ms == T0 + 300_000                       # the span's start
+        assert e.prompt == "How do I export my invoices as CSV?"
+        assert e.metadata["signal"] == "span+log-events"
+        assert e.metadata["prompt_present"] is True and "prompt_missing" not in e.metadata
+        assert e.metadata["response_id"] == "chatcmpl-AZ7q1"
+
+
+def test_otel_halves_in_a_stream_wait_a_bounded_time():
+    adapter = get_adapter("otel-genai", part_wait_s=10)
+    logs, span = fixture("otel_openai_v2_logs.json"), fixture("otel_openai_v2_span.json")
+    assert accept(orjson.dumps(logs), adapter, 384) == ([], [])      # the prompt half waits
+    [e], _ = accept(orjson.dumps(span), adapter, 384)
+    assert e.prompt and e.model == "gpt-4o-mini"
+    # this tenant sends message events: its next prompt-less span waits for them too ...
+    s2 = span["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    s2["spanId"], s2["startTimeUnixNano"] = "b1b2c3d4e5f60719", "1772366720000000000"
+    assert accept(orjson.dumps(span), adapter, 384) == ([], [])
+    # ... but not for ever: a half 10 s of event time later releases it alone
+    s2["spanId"], s2["startTimeUnixNano"] = "c1b2c3d4e5f6071a", "1772366731000000000"
+    [alone], _ = accept(orjson.dumps(span), adapter, 384)
+    assert alone.event_id.endswith("b1b2c3d4e5f60719") and alone.prompt is None
+    assert alone.metadata["signal"] == "span" and alone.model == "gpt-4o-mini"
+    assert adapter.due() == []                    # nothing else is due yet
+    assert [r["event_id"][-4:] for r in adapter.flush()] == ["071a"]
+    # a tenant that never sent message events: its spans are not held at all
+    fresh = get_adapter("otel-genai")
+    assert len(accept(raw("otel_genai_spans.json"), fresh, 384)[0]) == 5
+
+
+def test_litellm_v1_payload_where_every_value_is_a_string():
+    [e], bad = run("litellm", raw("litellm_v1_payload.json"))
+    assert bad == []
+    assert e.ts_ms == 1737710446847                  # 2025-01-24T09:20:46.847Z: read as UTC
+    assert e.latency_ms == 1276.0
+    assert (e.tenant_id, e.model, e.endpoint) == ("team-billing", "gpt-4o", "acompletion")
+    assert (e.input_tokens, e.output_tokens) == (31, 42)       # from the Usage(...) repr
+    assert e.prompt == "What's the refund window for annual plans?"
+    assert (e.client_ip, e.user_agent) == ("198.51.100.4", "OpenAI/Python 1.59.7")
+    assert e.api_key_id == hash_key(
+        "5ff1c0ab94f0e8d6a6e07f1dbb3d3a1fd0b0e38c0ff1b7b1cde0a3b4f0f1a2b3")
+    assert e.metadata["key_alias"] == "billing-bot"
+
+
+def test_litellm_truncated_repr_messages_and_user_agent():
+    [e], bad = run("litellm", raw("litellm_gcs_truncated.json"))
+    assert bad == []
+    assert e.prompt.startswith("Summarise the following paper in five bullet points")
+    assert e.prompt.endswith("dispensing with recurrence and convolutions entirely")
+    assert e.metadata["prompt_truncated"] is True and e.metadata["prompt_present"] is True
+    assert e.user_agent == "langchain-openai/0.3.9"              # metadata.user_agent
+    assert (e.tenant_id, e.input_tokens, e.latency_ms) == ("team-research", 5812, 6375.0)
+
+
+def test_litellm_per_callback_redaction_is_redacted_not_absent():
+    [e], bad = run("litellm", raw("litellm_callback_redacted.json"))
+    assert bad == [] and e.prompt is None
+    assert e.metadata["prompt_missing"] == "redacted"
+    assert e.user_agent == "OpenAI/NodeJS 4.77.0"                # top-level user_agent
+
+
+def test_kong_36_layout_and_consumer_creation_time():
+    [e], bad = run("kong", raw("kong_36_ai.json"))
+    assert bad == []
+    assert (e.tenant_id, e.model, e.endpoint) == ("tenant-hooli", "gpt-4o", "/openai/chat")
+    assert (e.input_tokens, e.output_tokens, e.latency_ms) == (26, 61, 1562.0)
+    assert e.prompt == "Count orders per day in the last week."
+    assert e.metadata["provider"] == "openai" and "tenant_fallback" not in e.metadata
+    rec = get_adapter("kong")(raw("kong_36_ai.json"))[0]
+    assert rec["account_created_at"] == 1767225600000           # consumer.created_at (s)
+
+
+def test_kong_without_consumer_and_unspecified_model():
+    [e], bad = run("kong", raw("kong_no_consumer.json"))
+    assert bad == []
+    assert e.model == "gpt-4o-mini-2024-07-18"                   # not "UNSPECIFIED"
+    assert e.tenant_id == "default" and e.metadata["tenant_fallback"] is True
+    assert e.api_key_id is None and e.prompt == "Give me three names for a bakery."
+    [e], _ = run("kong", raw("kong_no_consumer.json"), default_tenant="anonymous-web")
+    assert e.tenant_id == "anonymous-web"
+    [e], _ = run("kong", raw("kong_no_consumer.json"),
+                 tenant_field=["consumer.custom_id", "consumer.username", "client_ip"])
+    assert e.tenant_id == "203.0.113.200"                       # one tenant per address
+    assert "account_created_at" not in get_adapter("kong")(raw("kong_no_consumer.json"))[0]
+
+
+def test_bedrock_llama_template_and_zone_less_timestamp():
+    [e], bad = run("bedrock", raw("bedrock_llama_siem.json"))
+    assert bad == []
+    assert e.ts_ms == T0 + 900_250                               # read as UTC
+    assert e.prompt == "How long should I rest a steak after grilling?"
+    assert (e.tenant_id, e.model, e.input_tokens, e.output_tokens) == (
+        "777788889999", "meta.llama3-1-70b-instruct-v1:0", 41, 57)
+
+
+def test_zone_less_timestamps_are_utc_only_where_the_gateway_writes_utc():
+    assert to_ms("2025-01-24 09:20:46.847371", "litellm", naive_utc=True) == 1737710446847
+    assert to_ms("2026-03-01T12:00:00", "bedrock", naive_utc=True) == T0
+    with pytest.raises(Rejected):
+        to_ms("2026-03-01T12:00:00", "kong")                     # ambiguous elsewhere
+
+
+GATEWAY_RECORDS = {
+    "otel-genai": (["otel_openai_v2_span.json", "otel_openai_v2_logs.json",
+                    "otel_genai_spans.json", "otel_genai_logs.json"], 1 + 3 + 2),
+    "litellm": (["litellm_v1_payload.json", "litellm_gcs_truncated.json",
+                 "litellm_callback_redacted.json", "litellm_payload.json"], 3),
+    "kong": (["kong_36_ai.json", "kong_no_consumer.json", "kong_ai_proxy.json",
+              "kong_ai_proxy_old.json"], 4),
+    "bedrock": (["bedrock_llama_siem.json", "bedrock_invocation.json",
+                 "bedrock_invoke_anthropic.json"], 3),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(GATEWAY_RECORDS))
+def test_replay_of_gateway_records_rejects_none_and_keeps_every_prompt(fmt, tmp_path):
+    """Each fixture as one JSONL line, through ``coverwatch replay --input-format``."""
+    from pipeline.replay import read_events
+    from pipeline.settings import Settings
+    names, with_prompt = GATEWAY_RECORDS[fmt]
+    log = tmp_path / "gateway.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(fixture(n)) + b"\n" for n in names))
+    events, rejected = read_events([log], 384, Settings(input_format=fmt).adapter())
+    assert sum(rejected.values()) == 0
+    assert len({e.event_id for e in events}) == len(events)      # one event per call
+    assert sum(e.prompt is not None for e in events) == with_prompt

@@ -28,8 +28,10 @@ def _background(rng, n_apps=60, queries=150):
     return out
 
 
-def _sweep(rng, n_acc=30, queries=150, start_h=12, spread_h=6, output_tokens=400):
-    """One sweep of distinct cells split over ``n_acc`` fresh accounts started close together."""
+def _sweep(rng, n_acc=30, queries=150, start_h=30, spread_h=6, output_tokens=400, ua=True):
+    """One sweep of distinct cells split over ``n_acc`` fresh accounts started close together,
+    after the stage's first day (earlier accounts count as established), from one operator's
+    HTTP client and prompt template (``ua``); without, they share nothing but coverage."""
     cells = rng.permutation(np.arange(1, 4097))
     out = []
     for j in range(n_acc):
@@ -37,9 +39,11 @@ def _sweep(rng, n_acc=30, queries=150, start_h=12, spread_h=6, output_tokens=400
         gap = int(rng.uniform(20_000, 60_000))
         for i in range(queries):
             out.append((Event(f"h{j}-{i}", start + gap * i, f"hydra-{j:02d}",
-                              prompt=f"Question {j}-{i} about subject {rng.integers(1e6)}",
+                              prompt=(f"Question {j}-{i} about subject {rng.integers(1e6)}"
+                                      if ua else None),
                               model="big", endpoint="/chat", output_tokens=output_tokens,
-                              user_agent="python-requests/2.32"),
+                              user_agent="python-requests/2.32" if ua else None,
+                              client_ip=f"198.51.100.{j + 1}" if ua else None),
                         int(cells[(j * queries + i) % 4096])))
     return out
 
@@ -86,14 +90,37 @@ def test_benign_accounts_sharing_one_popular_topic_are_not_a_campaign():
     assert alerts == []
 
 
-def test_broad_short_answer_runs_are_not_a_campaign():
-    # eval harnesses and labelling jobs of many tenants: broad, never re-asking, similar pace,
-    # complementary coverage -- but short answers, shorter than the typical account's
+def test_answer_length_does_not_decide_a_campaign():
+    # the attacker chooses its answer length: a sweep asking for one-word answers is as much
+    # a campaign as one harvesting full answers
     rng = np.random.default_rng(4)
     _, alerts = _run(_background(rng) + _sweep(rng, output_tokens=12))
+    assert alerts, "a short-answer sweep over fresh accounts is a campaign"
+
+
+def test_accounts_seen_in_the_first_day_are_established():
+    # a worker that starts on a gateway with customers sees all of them "for the first
+    # time" in its first hours: the same sweep pattern among them is not a campaign of new
+    # accounts, unless account_created_at says they are new
+    rng = np.random.default_rng(4)
+    _, alerts = _run(_background(rng) + _sweep(rng, start_h=2))
     assert alerts == []
-    _, alerts = _run(_background(rng) + _sweep(rng, output_tokens=400))
-    assert alerts, "the same sweep with full answers is a campaign"
+    pairs = _background(rng) + _sweep(rng, start_h=2)
+    for e, _ in pairs:
+        e.account_created_ms = (T0 + 1 * HOUR if e.tenant_id.startswith("hydra-")
+                                else T0 - 400 * 24 * HOUR)
+    _, alerts = _run(pairs)
+    assert alerts, "account_created_at marks the young accounts as new"
+
+
+def test_independent_broad_products_sharing_nothing_are_not_a_campaign():
+    # many broad products signing up over a day and a half: complementary coverage, but no
+    # shared infrastructure or templates, so nothing says they are one operation
+    rng = np.random.default_rng(4)
+    _, alerts = _run(_background(rng) + _sweep(rng, spread_h=36, ua=False))
+    assert alerts == []
+    _, alerts = _run(_background(rng) + _sweep(rng, spread_h=36))
+    assert alerts, "the same accounts on one operator's client are a campaign"
 
 
 def test_one_tenant_with_many_keys_is_not_a_campaign():
@@ -229,6 +256,8 @@ def test_hydra_members_named_on_generated_traffic():
     flush()
     hydra = [t for t, lab in tr.labels.items() if lab["family"] == "hydra"]
     benign = [t for t, lab in tr.labels.items() if not lab["is_attack"]]
-    early = sum(1 for t in hydra if named.get(t, 10**9) < 200) / len(hydra)
+    # hydra accounts that start in the stage's first day count as established (~14% here)
+    late = [t for t in hydra if tr.labels[t]["account_created_ms"] >= tr.start_ms + 86_400_000]
+    early = sum(1 for t in late if named.get(t, 10**9) < 200) / len(late)
     assert early >= 0.85
     assert sum(t in named for t in benign) <= 0.015 * len(benign)

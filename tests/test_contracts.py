@@ -1,6 +1,7 @@
 """The event and alert contracts: a validation table of good and bad messages."""
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from pipeline.contracts.events import (MAX_EVENT_BYTES, Event, Rejected, _valida
 
 BASE = {"event_id": "e-1", "ts": "2026-03-01T12:00:00Z", "tenant_id": "acme"}
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+
+
+def b64(values, dtype="<f4") -> str:
+    return base64.b64encode(np.asarray(values, dtype=dtype).tobytes()).decode()
 
 
 def msg(**fields) -> bytes:
@@ -33,6 +38,9 @@ GOOD = {
                         latency_ms=12.5, status=200, client_ip="10.0.0.1",
                         user_agent="sdk/1.0", metadata={"app": "x"}),
     "nulls_for_optional": msg(model=None, prompt=None, embedding=None),
+    "embedding_b64_float32": msg(embedding_b64=b64([0.1] * 384)),
+    "embedding_b64_float16": msg(embedding_b64=b64([0.1] * 384, "<f2")),
+    "embedding_b64_null": msg(embedding_b64=None),
 }
 
 BAD = {
@@ -64,6 +72,14 @@ BAD = {
     "embedding_nested": (msg(embedding=[[0.1]] * 384), "embedding_value"),
     "embedding_overflow": (msg(embedding=[1e300] * 384), "embedding_value"),
     "embedding_not_list": (msg(embedding="0.1,0.2"), "wrong_type"),
+    "embedding_b64_wrong_dim": (msg(embedding_b64=b64([0.1] * 383)), "embedding_dim"),
+    "embedding_b64_odd_bytes": (msg(embedding_b64=base64.b64encode(b"x" * 1537).decode()),
+                                "embedding_dim"),
+    "embedding_b64_nan": (msg(embedding_b64=b64([0.1] * 383 + [np.nan])), "embedding_value"),
+    "embedding_b64_inf16": (msg(embedding_b64=b64([0.1] * 383 + [np.inf], "<f2")),
+                            "embedding_value"),
+    "embedding_b64_not_base64": (msg(embedding_b64="not base64!" * 100), "embedding_value"),
+    "embedding_b64_list": (msg(embedding_b64=[0.1] * 384), "wrong_type"),
     "metadata_not_object": (msg(metadata=[1]), "wrong_type"),
     "metadata_huge": (msg(metadata={"k": "v" * 20_000}), "metadata_too_large"),
     "non_utf8": (b'{"event_id":"e","ts":1,"tenant_id":"\xff\xfe"}', "not_utf8"),
@@ -116,6 +132,26 @@ def test_alert_ids_are_deterministic_and_the_dict_matches_the_schema():
         Alert.new(**{**kw, "severity": "info"})
 
 
+def test_embedding_b64_decodes_to_the_same_vector_as_the_json_floats():
+    """float32 bytes are the JSON floats exactly; float16 bytes are them rounded to half."""
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(384).astype(np.float32)
+    as_json = parse_event(msg(embedding=v.tolist())).embedding
+    f32 = parse_event(msg(embedding_b64=b64(v))).embedding
+    f16 = parse_event(msg(embedding_b64=b64(v, "<f2"))).embedding
+    assert f32.dtype == f16.dtype == np.float32
+    assert f32.tobytes() == as_json.tobytes()
+    assert np.array_equal(f16, v.astype(np.float16).astype(np.float32))
+    ones = np.ones(384, np.float32)
+    big_endian = parse_event(msg(embedding_b64=b64(ones, ">f4"))).embedding
+    assert not np.array_equal(big_endian, ones)     # the byte order is part of the contract
+    both = parse_event(msg(embedding=v.tolist(), embedding_b64=b64(-v))).embedding
+    assert both.tobytes() == as_json.tobytes()        # JSON floats win when both are sent
+    with pytest.raises(Rejected) as exc:
+        parse_event(msg(embedding_b64=b64(v)), embedding_dim=512)
+    assert exc.value.reason == "embedding_dim"
+
+
 @pytest.mark.parametrize("value,ok", [(3.4028234663852886e38, True), (-3.4028234663852886e38, True),
                                       (3.4028235677973362e38, True),   # rounds down to max
                                       (3.4028235677973366e38, False),  # rounds to infinity
@@ -143,6 +179,10 @@ ODD = [None, "", "x", "x" * 64, "x" * 65, "x" * 128, "x" * 129, "x" * 256, "x" *
        ["a"] * 384, [0.5] * 383 + [1e39], type("S", (str,), {})("s"), type("I", (int,), {})(5)]
 
 
+B64 = [b64([0.5] * 384), b64([0.5] * 384, "<f2"), b64([0.5] * 383), b64([0.5] * 383 + [np.nan]),
+       b64([0.5] * 383 + [np.inf], "<f2"), "", "not base64!", b64([0.5] * 384) + "\n"]
+
+
 def _outcome(fn, obj):
     try:
         e = fn(obj, 384)
@@ -160,11 +200,14 @@ def test_the_well_typed_fast_path_agrees_with_the_careful_path():
     """_well_typed may decline (None) but never accept or reject differently."""
     records = [FULL, {**FULL, "ts": "2026-03-01T14:00:00.250+02:00"}, {**FULL, "latency_ms": 7},
                {**FULL, "embedding": [0.25] * 384, "metadata": None}]
-    records += [{**FULL, f: v} for f in [*FULL, "embedding", "extra"] for v in ODD]
+    records += [{**FULL, f: v} for f in [*FULL, "embedding", "embedding_b64", "extra"]
+                for v in ODD + B64]
     records += [{**FULL, f: v, g: w} for f, g in [("event_id", "ts"), ("ts", "latency_ms"),
                                                   ("status", "metadata"), ("metadata", "prompt"),
                                                   ("embedding", "input_tokens"),
-                                                  ("user_agent", "embedding")]
+                                                  ("user_agent", "embedding"),
+                                                  ("embedding", "embedding_b64"),
+                                                  ("status", "embedding_b64")]
                 for v in ODD[::3] for w in ODD[1::3]]
     taken = 0
     for obj in records:

@@ -1,7 +1,9 @@
 """The detector core's per-event path is pinned: cells, novelty flags and window features.
 
 The golden digest was computed with the per-event implementation this fast path replaced
-(commit 110f8a2); any change to what the per-tenant state computes changes it. Scores and
+(commit 110f8a2) and recomputed, with both paths agreeing, when the content-drift features
+(``cdrift``, ``xspread``) were added; any change to what the per-tenant state computes
+changes it. Scores and
 alerts are left out on purpose: they depend on the alert rules, which are tuned separately.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pipeline.detect import features
 from pipeline.detect.coverwatch import CoverwatchDetector
 from pipeline.process import Processor
 
-GOLDEN = "5a0e3e3825f1390d49779d44f2906f181b053ef0f2d094405174d7d4fc2826d1"
+GOLDEN = "d1ec3b7199b37dcd3abe3554e722fd57d1049e1707217797c0a26ea7337db5fd"
 T0 = 1_767_225_600_000
 
 

@@ -85,20 +85,23 @@ def test_sweeper_alerts_once_per_episode_with_actionable_evidence(warm):
     assert not any(a.tenant_id != "thief" for a in alerts)
 
 
-@pytest.mark.parametrize("kw", [dict(output_tokens=20), dict(repeat=3)])
-def test_coverage_rule_needs_long_answers_and_new_prompts(warm, kw):
-    # broad but short-answered (an eval harness) or broad but re-asking (a chat product):
-    # the coverage rule stays shut; the same sweep with full answers and new prompts fires
+@pytest.mark.parametrize("tokens", [5, 300, 4000])
+def test_answer_length_neither_opens_nor_closes_the_coverage_rule(warm, tokens):
+    # the attacker picks its answer length (concise answers, a classifier's labels), so a
+    # sweep is seen whatever it is, and a focused app is not flagged for long answers
     det, rng = warm
-    quiet = det.clone()
-    quiet.load_population(det.dump_population())
-    plain = {k: v for k, v in kw.items() if k != "output_tokens"}
-    fired = [a.detector for e in sweep_events(rng, "harness", 400, template="{}", **kw)
-             for a in quiet.update(e).alerts]
-    assert not [d for d in fired if d.startswith("coverage")]
-    if not plain:
-        assert [a for e in sweep_events(rng, "thief", 400, template="{}")
-                for a in det.update(e).alerts]
+    sweep = det.clone()
+    sweep.load_population(det.dump_population())
+    fired = [a.detector for e in sweep_events(rng, "thief", 400, template="{}",
+                                              output_tokens=tokens)
+             for a in sweep.update(e).alerts]
+    assert any(d.startswith("coverage") for d in fired), fired
+    calm = det.clone()
+    calm.load_population(det.dump_population())
+    topics = rng.standard_normal((4, DIM))
+    long = [Event(e.event_id, e.ts_ms, e.tenant_id, prompt=e.prompt, embedding=e.embedding,
+                  output_tokens=tokens) for e in app_events(rng, topics, "calm", 400)]
+    assert not [a for e in long for a in calm.update(e).alerts]
 
 
 def test_alert_ids_are_deterministic():

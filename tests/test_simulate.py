@@ -70,7 +70,9 @@ def test_hydra_accounts_split_one_sweep(traffic):
         if traffic.labels[tid]["family"] == "hydra":
             rows[tid] = set(traffic.rows[traffic.tenant == k].tolist())
     allrows = [r for s in rows.values() for r in s]
-    assert len(allrows) == len(set(allrows))          # disjoint slices of one sweep
+    # disjoint slices of one sweep, which starts a second pass only when it has asked every
+    # prompt (the shipped sample, used without the corpus, is smaller than a campaign)
+    assert len(set(allrows)) == min(len(allrows), len(traffic.pool))
 
 
 def test_deterministic_and_seeded():

@@ -8,6 +8,9 @@ the default tenant is a caller-supplied ``requestMetadata.tenant_id``, else the 
 the caller's identity ARN. The ARN is exposed as virtual paths ``identity.account``,
 ``identity.role`` (role or user name) and ``identity.principal`` (the ARN without the
 assumed-role session, the default credential), usable in ``tenant_field``/``key_field``.
+Bedrock writes RFC 3339 in UTC; exports that drop the zone (``2026-03-01 12:00:00.000``, as
+SIEMs normalise it) are read as UTC. Llama and Mistral bodies carry the chat template in
+``prompt``; the body parser keeps the last user turn's text.
 
 >>> [e] = make()(b'{"schemaType": "ModelInvocationLog", "timestamp": "2026-03-01T12:00:00Z",'
 ...   b' "accountId": "111122223333", "requestId": "req-1", "operation": "Converse",'
@@ -103,7 +106,7 @@ def make(**opts: Any):
         err = r.get("errorCode")
         latency = get_path(out, "outputBodyJson.metrics.latencyMs")
         return build(
-            o, event_id=r.get("requestId") or digest_id(r), ts=r["timestamp"],
+            o, event_id=r.get("requestId") or digest_id(r), ts=r["timestamp"], naive_utc=True,
             lookup=lambda path: get_path(view, path), prompt=prompt,
             model=r.get("modelId") or None, endpoint=r.get("operation"),
             input_tokens=in_tok if in_tok is not None else body_in,

@@ -14,9 +14,24 @@ Prompt(text='What is 2+2?', missing=None, truncated=False)
 'redacted'
 >>> usage_of({"usage": {"inputTokens": 12, "outputTokens": 3, "totalTokens": 15}})
 (12, 3)
+
+Two shapes are not JSON at all. LiteLLM's v1 payloads and its DataDog / GCS loggers write
+``messages`` as a Python ``repr`` string, often cut at a length limit: the last user
+content is recovered from it (:func:`repr_prompt`). Raw completion prompts (Bedrock Llama
+and Mistral) carry the model's chat template: the last user turn's text is kept
+(:func:`strip_chat_template`), not the special tokens, which would look alike in every
+prompt and drown the signals built on text.
+
+>>> prompt_of("[{'role': 'user', 'content': 'What is the capital of Fra")
+Prompt(text='What is the capital of Fra', missing=None, truncated=True)
+>>> strip_chat_template("<|begin_of_text|><|start_header_id|>user<|end_header_id|>Hi there"
+...                     "<|eot_id|><|start_header_id|>assistant<|end_header_id|>")
+'Hi there'
 """
 from __future__ import annotations
 
+import ast
+import re
 from typing import Any, NamedTuple
 
 import orjson
@@ -40,8 +55,34 @@ class Prompt(NamedTuple):
     truncated: bool = False
 
 
+# Llama 3 header blocks, Llama 2 / Mistral [INST] blocks, and the tokens around them.
+_LLAMA3_TURN = re.compile(r"<\|start_header_id\|>\s*(\w+)\s*<\|end_header_id\|>(.*?)"
+                          r"(?=<\|eot_id\|>|<\|start_header_id\|>|$)", re.S)
+_INST = re.compile(r"\[INST\](.*?)(?:\[/INST\]|$)", re.S)
+_SYS2 = re.compile(r"<<SYS>>.*?<</SYS>>", re.S)
+_SPECIAL = re.compile(r"<\|[a-z_]+\|>|</?s>")
+
+
+def strip_chat_template(text: str) -> str:
+    """The last user turn of a prompt rendered with a Llama 3 or Llama 2 / Mistral chat
+    template; text without a template comes back unchanged."""
+    if "<|start_header_id|>" in text:
+        users = [body for role, body in _LLAMA3_TURN.findall(text) if role.lower() == "user"]
+        if users:
+            return _SPECIAL.sub("", users[-1]).strip()
+    if "[INST]" in text:
+        turns = _INST.findall(text)
+        if turns:
+            return _SPECIAL.sub("", _SYS2.sub("", turns[-1])).strip()
+    if "<|begin_of_text|>" in text or text.startswith("<s>"):
+        return _SPECIAL.sub("", text).strip()
+    return text
+
+
 def text_prompt(text: str) -> Prompt:
     t = text.strip()
+    if "<|" in t or "[INST]" in t or t.startswith("<s>"):
+        t = strip_chat_template(t)
     if not t:
         return Prompt(None, "no_text")
     if t.lower() in REDACTION_MARKERS:
@@ -52,15 +93,80 @@ def text_prompt(text: str) -> Prompt:
 
 
 def load(body: Any) -> Any:
-    """A body as logged (object, JSON string or bytes) -> decoded JSON; text stays text."""
+    """A body as logged (object, JSON string or bytes) -> decoded JSON; text stays text.
+
+    A Python-repr string (LiteLLM's ``str(messages)``) is read as the literal it is; one
+    that was cut off is returned as a :class:`_Repr` for :func:`repr_prompt`."""
     if isinstance(body, (bytes, bytearray)):
         body = body.decode("utf-8", "replace")
     if isinstance(body, str) and body.lstrip()[:1] in ("{", "["):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
-            return _Unparseable
+            pass
+        if _REPR_ROLE.search(body[:2000]):
+            try:
+                if len(body) <= _REPR_MAX_CHARS:
+                    return ast.literal_eval(body)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                pass
+            return _Repr(body)
+        return _Unparseable
     return body
+
+
+class _Repr(str):
+    """A Python-repr string of messages that does not parse (cut at a length limit)."""
+
+
+_REPR_MAX_CHARS = 1_048_576
+_REPR_ROLE = re.compile(r"""['"]role['"]\s*:""")
+# A Python string literal, closed or running to the end of the text.
+_PY_STR = r"""'(?:[^'\\]|\\.)*(?:'|\\?$)|"(?:[^"\\]|\\.)*(?:"|\\?$)"""
+_REPR_USER = re.compile(r"""['"]role['"]\s*:\s*['"](?:user|human)['"]""")
+_REPR_TEXT = re.compile(r"""['"](?:content|text)['"]\s*:\s*(""" + _PY_STR + ")", re.S)
+
+
+def _py_string(literal: str) -> tuple[str, bool]:
+    """A Python string literal, possibly unterminated -> (its value, whether it was cut)."""
+    quote, body = literal[0], literal[1:]
+    closed = body.endswith(quote) and (len(body) - 1 - len(body[:-1].rstrip("\\"))) % 2 == 0
+    if not closed:
+        body = body.rstrip("\\") + quote          # a cut escape sequence is dropped
+    try:
+        return ast.literal_eval(quote + body), not closed
+    except (ValueError, SyntaxError):
+        return body[:-1], not closed
+
+
+# What loggers append where they cut a field ("...truncated by litellm", "... (truncated)").
+_CUT_MARK = re.compile(r"\s*(?:\.\.\.|…)\s*\(?\s*truncated[\w\s,.:()]*$", re.I)
+
+
+def repr_prompt(text: str) -> Prompt:
+    """The last user content of a cut-off Python-repr message list, as far as it goes."""
+    marked = _CUT_MARK.search(text[-200:])
+    if marked:
+        text = text[:len(text) - 200 + marked.start()] if len(text) > 200 else text[
+            :marked.start()]
+    starts = [m.end() for m in _REPR_USER.finditer(text)]
+    for start in reversed(starts):
+        # the user's content follows its role (same dict) or precedes it (dict key order)
+        nxt = _REPR_ROLE.search(text, start)
+        window = text[start:nxt.start() if nxt else len(text)]
+        m = _REPR_TEXT.search(window)
+        if m is None:
+            before = text[max(0, start - 20_000):start]
+            found = list(_REPR_TEXT.finditer(before))
+            m = found[-1] if found else None
+        if m is not None:
+            value, cut = _py_string(m.group(1))
+            p = text_prompt(value)
+            if p.text:
+                return Prompt(p.text, None, cut or p.truncated)
+            if p.missing == "redacted":
+                return p
+    return Prompt(None, "unparseable")
 
 
 class _Unparseable:
@@ -92,6 +198,12 @@ def _from_messages(messages: list) -> Prompt:
             text = content_text(msg["content"] if "content" in msg else msg.get("parts"))
             if text and text.strip():
                 return text_prompt(text)
+    # Redaction replaces the whole list, in any role (LiteLLM's per-callback redaction
+    # writes an assistant message): no user text because it was redacted, not absent.
+    for msg in messages:
+        if isinstance(msg, dict) and isinstance(msg.get("content"), str) and (
+                msg["content"].strip().lower() in REDACTION_MARKERS):
+            return Prompt(None, "redacted")
     return Prompt(None, "no_text")
 
 
@@ -100,6 +212,8 @@ def prompt_of(body: Any) -> Prompt:
     body = load(body)
     if body is _Unparseable:
         return Prompt(None, "unparseable")
+    if isinstance(body, _Repr):
+        return repr_prompt(body)
     if body in (None, "", [], {}):
         return Prompt(None, "not_logged")
     if isinstance(body, str):

@@ -15,6 +15,7 @@ one as given.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,6 +26,8 @@ from pipeline.contracts.events import Rejected, parse_ts
 COMMON_OPTIONS = ("tenant_field", "key_field", "default_tenant", "key_salt")
 _LIMITS = {"model": 1024, "endpoint": 1024, "user_agent": 1024, "client_ip": 64}
 _EMPTY = (None, "", [], {})
+# A date-time with no zone designator at the end (Z, +hh:mm, -hh:mm or +hhmm).
+_NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,15 @@ class Options:
     key_salt: bytes = b""
 
 
-def options(fmt: str, given: dict, *, tenant: tuple[str, ...], key: tuple[str, ...]) -> Options:
-    """Check ``given`` against the allowed names; a typo must fail at start, not map wrongly."""
-    unknown = sorted(set(given) - set(COMMON_OPTIONS))
+def options(fmt: str, given: dict, *, tenant: tuple[str, ...], key: tuple[str, ...],
+            extra: tuple[str, ...] = ()) -> Options:
+    """Check ``given`` against the allowed names; a typo must fail at start, not map wrongly.
+    ``extra`` names the format's own options (read by the format, not here)."""
+    allowed = COMMON_OPTIONS + extra
+    unknown = sorted(set(given) - set(allowed))
     if unknown:
         raise SystemExit(f"{fmt}: unknown adapter option(s) {', '.join(unknown)}; "
-                         f"allowed: {', '.join(COMMON_OPTIONS)}")
+                         f"allowed: {', '.join(allowed)}")
 
     def paths(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         v = given.get(name)
@@ -118,8 +124,12 @@ def digest_id(record: Any) -> str:
                            digest_size=16).hexdigest()
 
 
-def to_ms(value: Any, fmt: str) -> int:
-    """Epoch s/ms/µs/ns (number or digit string) or RFC 3339 -> epoch ms, told apart by size."""
+def to_ms(value: Any, fmt: str, *, naive_utc: bool = False) -> int:
+    """Epoch s/ms/µs/ns (number or digit string) or RFC 3339 -> epoch ms, told apart by size.
+
+    ``naive_utc``: a date-time without offset (``2025-01-24 09:20:46.847371``, as LiteLLM's
+    v1 payload and SIEM exports write them) is UTC; otherwise it is rejected as ambiguous.
+    """
     if isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit():
         value = float(value) if "." in value else int(value)
     if isinstance(value, bool) or value is None:
@@ -131,8 +141,12 @@ def to_ms(value: Any, fmt: str) -> int:
             return value // per_ms
         return round(value / per_ms)
     if isinstance(value, str):
+        text = value.strip()
+        text = text if "T" in text else text.replace(" ", "T", 1)
+        if naive_utc and _NAIVE.match(text):
+            text += "+00:00"
         try:
-            return parse_ts(value if "T" in value else value.replace(" ", "T", 1))
+            return parse_ts(text)
         except Rejected as r:
             raise reject(fmt, f"timestamp {value[:40]!r}: {r.detail}") from None
     raise reject(fmt, f"timestamp is {type(value).__name__}")
@@ -221,7 +235,8 @@ def load_records(raw: bytes, max_bytes: int | None = None) -> list:
 
 
 def build(opts: Options, *, event_id: Any, ts: Any, lookup: Callable[[str], Any],
-          prompt, meta: dict, **fields) -> dict:
+          prompt, meta: dict, naive_utc: bool = False, fallback_tenant: Any = None,
+          **fields) -> dict:
     """The contract dict: tenant and key resolved and hashed, prompt state in metadata.
 
     ``prompt`` is a :class:`pipeline.adapters.bodies.Prompt`; ``fields`` are the optional
@@ -231,6 +246,9 @@ def build(opts: Options, *, event_id: Any, ts: Any, lookup: Callable[[str], Any]
     _, tenant = first(lookup, opts.tenant_fields)
     if tenant is None:
         tenant = opts.default_tenant
+    if tenant is None and fallback_tenant is not None:
+        tenant = fallback_tenant
+        meta = {**meta, "tenant_fallback": True}
     if tenant is None:
         raise reject(fmt, f"no tenant field (tried {', '.join(opts.tenant_fields)}); "
                           "set tenant_field or default_tenant in COVERWATCH_ADAPTER_OPTIONS")
@@ -239,7 +257,8 @@ def build(opts: Options, *, event_id: Any, ts: Any, lookup: Callable[[str], Any]
     _, key = first(lookup, opts.key_fields)
     if event_id in _EMPTY:
         raise reject(fmt, "no event id")
-    ev: dict[str, Any] = {"event_id": str(event_id)[:128], "ts": to_ms(ts, fmt),
+    ev: dict[str, Any] = {"event_id": str(event_id)[:128], "ts": to_ms(ts, fmt,
+                                                                       naive_utc=naive_utc),
                           "tenant_id": str(tenant)}
     if key is not None:
         ev["api_key_id"] = hash_key(key, opts.key_salt)

@@ -12,6 +12,16 @@ Options name *attribute keys* (span/log attributes first, then resource attribut
 default tenant is ``tenant.id``, then LiteLLM's team/org attributes, then ``service.name``.
 Only ``otlp_json`` is readable; the exporter's default ``otlp_proto`` is rejected with a hint.
 
+One call can arrive in two halves, in either order and in different Kafka records: the
+span (model, tokens, latency) and the call's ``gen_ai.user.message`` log events (the prompt),
+which is how the openai-v2 instrumentation writes content by default. Both carry the same
+trace and span id, so both map to one ``event_id`` and de-duplication would keep only the
+first. The adapter holds such a half (:class:`Halves`) until its other half arrives, then
+emits one merged event, or emits it alone after ``part_wait_s`` (default 10 s, wall clock
+or event time). A span that carries its prompt itself is never held, and in a stream a
+prompt-less span is held only for tenants that have sent message log events before (most
+never do: content capture is off by default), so their spans are not delayed.
+
 >>> span = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "chat gpt-4o",
 ...   "startTimeUnixNano": "1772366400000000000", "endTimeUnixNano": "1772366401500000000",
 ...   "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
@@ -20,12 +30,14 @@ Only ``otlp_json`` is readable; the exporter's default ``otlp_proto`` is rejecte
 ...   {"key": "service.name", "value": {"stringValue": "support-bot"}}]},
 ...   "scopeSpans": [{"spans": [span]}]}]}
 >>> import orjson
->>> [e] = make()(orjson.dumps(batch))
+>>> [e] = make(part_wait_s=0)(orjson.dumps(batch))   # 0: no wait for the prompt half
 >>> e["tenant_id"], e["endpoint"], e["input_tokens"], e["latency_ms"]
 ('support-bot', 'chat', 42, 1500.0)
 """
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from pipeline.adapters import bodies
@@ -256,11 +268,130 @@ def _items(doc: dict, o) -> list[tuple[dict, Any]]:
     return items
 
 
-def make(**opts: Any):
-    """Adapter factory; options: tenant_field, key_field, default_tenant, key_salt."""
-    o = options(FORMAT, opts, tenant=TENANT_FIELDS, key=KEY_FIELDS)
+PART_WAIT_S = 10.0
+MAX_HELD = 100_000
 
-    def adapter(raw: bytes) -> list[dict]:
+
+def _half(ev: Any) -> str | None:
+    """``span`` (no prompt of its own) or ``log-events`` for half a call, else None."""
+    if type(ev) is not dict:                     # an Unmappable record: passed through
+        return None
+    meta = ev.get("metadata") or {}
+    if meta.get("signal") == "log-events":
+        return "log-events"
+    if meta.get("signal") == "span" and "prompt" not in ev:
+        return "span"
+    return None
+
+
+def merge_halves(a: dict, b: dict) -> dict:
+    """One event from a call's span and its message log events: the span's fields, the
+    log events' prompt, both metadata (``signal: span+log-events``)."""
+    span, logs = (a, b) if a["metadata"]["signal"] == "span" else (b, a)
+    ev = {**logs, **span}
+    meta = {**logs["metadata"], **span["metadata"], "signal": "span+log-events"}
+    if "prompt" in logs:
+        ev["prompt"] = logs["prompt"]
+        meta.pop("prompt_missing", None)
+        if logs["metadata"].get("prompt_truncated"):
+            meta["prompt_truncated"] = True
+    elif logs["metadata"].get("prompt_missing") not in (None, "not_logged"):
+        meta["prompt_missing"] = logs["metadata"]["prompt_missing"]     # e.g. redacted
+    meta["prompt_present"] = "prompt" in ev
+    meta["prompt_redacted"] = "prompt" not in ev
+    ev["metadata"] = meta
+    return ev
+
+
+class Halves:
+    """Held halves of calls, keyed by event id, until the other half comes or time is up.
+
+    ``wait_s`` bounds the wait in wall-clock seconds and in event time (a half older than
+    the newest half of its tenant minus ``wait_s`` is released: a backlog read in seconds
+    must not hold hours of halves; per tenant, because services' clocks differ), ``None``
+    holds everything until
+    :meth:`flush` (offline replay, where files are read one after the other). At most
+    ``max_held`` halves are held; the oldest go first. Events of complete calls that are
+    still held when the process stops are lost with it (at most ``wait_s`` of them).
+    """
+
+    def __init__(self, wait_s: float | None = PART_WAIT_S, max_held: int = MAX_HELD):
+        self.wait_s = wait_s
+        self.max_held = max_held
+        self.held: dict[str, tuple[dict, str, float]] = {}
+        self.done: dict[str, None] = {}          # recent complete spans: their late halves
+        self.with_logs: dict[str, None] = {}     # tenants that send message log events
+        self.newest: dict[str, int] = {}         # per tenant: the newest half's event time
+        self.lock = threading.Lock()            # the worker calls adapters from one thread
+
+    def offer(self, events: list) -> list:
+        out, now = [], time.monotonic()
+        with self.lock:
+            for ev in events:
+                half = _half(ev)
+                if half == "log-events":
+                    self._bounded(self.with_logs, ev["tenant_id"])
+                if half is None:
+                    if type(ev) is dict and (ev.get("metadata") or {}).get("signal") == "span":
+                        self._remember(ev["event_id"])
+                    out.append(ev)
+                    continue
+                eid = ev["event_id"]
+                other = self.held.get(eid)
+                if other is not None and other[1] != half:
+                    del self.held[eid]
+                    out.append(merge_halves(other[0], ev))
+                    self._remember(eid)
+                elif other is not None or (half == "log-events" and eid in self.done):
+                    continue                     # a re-sent half, or the late half of a
+                elif self.wait_s == 0 or (       # call whose span had the prompt already
+                        half == "span" and self.wait_s is not None
+                        and ev["tenant_id"] not in self.with_logs):
+                    out.append(ev)
+                else:
+                    self.held[eid] = (ev, half, now)
+                    t = ev["tenant_id"]
+                    self.newest[t] = max(self.newest.get(t, 0), ev["ts"])
+                    if len(self.newest) > self.max_held:
+                        del self.newest[next(iter(self.newest))]
+            out += self._due(now)
+        return out
+
+    def flush(self) -> list[dict]:
+        with self.lock:
+            out = [ev for ev, _, _ in self.held.values()]
+            self.held.clear()
+        return out
+
+    def _remember(self, eid: str) -> None:
+        self._bounded(self.done, eid)
+
+    def _bounded(self, d: dict, key: str) -> None:
+        d[key] = None
+        if len(d) > self.max_held:
+            del d[next(iter(d))]
+
+    def _due(self, now: float) -> list[dict]:
+        """Halves whose wait is over (and the oldest beyond ``max_held``), oldest first."""
+        over, wait, due = len(self.held) - self.max_held, self.wait_s, []
+        for eid, (ev, _, since) in self.held.items():
+            if over > 0:
+                over -= 1
+            elif wait is None or not (now - since >= wait or ev["ts"] < self.newest.get(
+                    ev["tenant_id"], 0) - wait * 1000):
+                break
+            due.append(eid)
+        return [self.held.pop(eid)[0] for eid in due]
+
+
+class OtelAdapter:
+    """The ``otel-genai`` adapter: OTLP JSON batch bytes -> contract events."""
+
+    def __init__(self, o, wait_s: float | None):
+        self.o = o
+        self.halves = Halves(wait_s)
+
+    def __call__(self, raw: bytes) -> list[dict]:
         try:
             doc = decode_json(raw)
         except Rejected as r:
@@ -270,6 +401,28 @@ def make(**opts: Any):
                                  f"on the collector's kafka exporter): {r}") from None
         if not isinstance(doc, dict) or not ("resourceSpans" in doc or "resourceLogs" in doc):
             raise reject(FORMAT, "neither resourceSpans nor resourceLogs at the top level")
-        items = shape_guard(FORMAT, lambda d: _items(d, o))(doc)
-        return map_all(FORMAT, items, lambda item: item[1](), lambda item: item[0])
-    return adapter
+        items = shape_guard(FORMAT, lambda d: _items(d, self.o))(doc)
+        return self.halves.offer(map_all(FORMAT, items, lambda item: item[1](),
+                                         lambda item: item[0]))
+
+    def offline(self) -> None:
+        """Every half is in the files being read: hold them all until :meth:`flush`."""
+        self.halves.wait_s = None
+
+    def due(self) -> list[dict]:
+        """Halves whose wait is over, without a new record (a stream's idle poll)."""
+        return self.halves.offer([])
+
+    def flush(self) -> list[dict]:
+        """Halves still waiting for their other half, each as an event of its own."""
+        return self.halves.flush()
+
+
+def make(**opts: Any) -> OtelAdapter:
+    """Adapter factory; options: tenant_field, key_field, default_tenant, key_salt, and
+    part_wait_s (seconds to hold half a call for its other half; 0: never hold)."""
+    o = options(FORMAT, opts, tenant=TENANT_FIELDS, key=KEY_FIELDS, extra=("part_wait_s",))
+    wait = opts.get("part_wait_s", PART_WAIT_S)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 3600:
+        raise SystemExit(f"{FORMAT}: part_wait_s must be a number of seconds in 0..3600")
+    return OtelAdapter(o, float(wait))

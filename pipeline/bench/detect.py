@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modes", default="provided,text,metadata",
                         help="comma list: provided (MiniLM vectors in events), text (prompt "
                              "only), metadata (neither: gateways that do not log prompts)")
+    parser.add_argument("--robustness", default="answer_length,client,pace,cot_wording",
+                        help="comma list of attacker-controlled signals to make uninformative "
+                             "in turn, each a run of coverwatch-online (empty: none)")
     parser.add_argument("--detectors",
                         default="coverwatch,coverwatch-online,volume,prada,coverage,mmd",
                         help="coverwatch-online: our detector as the worker runs it, with no "
@@ -82,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
             result["modes"][mode]["hydra_members_named_before_200"] = \
                 result["modes"][mode]["campaigns"]["hydra_members_named_before_200"]
         result["modes"][mode]["embed_us_per_event"] = round(1e6 * cost["_embed"] / len(report), 1)
+        if mode != "metadata" and args.robustness:
+            result["modes"][mode]["robustness"] = robustness(
+                mode, args.seed, sizes["report"], embedder,
+                [n.strip() for n in args.robustness.split(",") if n.strip()])
     result["seconds"] = round(time.monotonic() - t_start, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -157,9 +164,24 @@ def get_text_embedder():
     return get_embedder("hashing")
 
 
-def traffic_for(split: str, mode: str, seed: int, sizes: dict) -> Traffic:
+def robustness(mode: str, seed: int, sizes: dict, embedder, signals: list[str]) -> dict:
+    """``coverwatch-online`` on report traffic where one attacker-controlled signal at a time
+    (answer length, client, pace, chain-of-thought wording) has the same distribution for
+    attackers and benign tenants: no family may depend on one of them alone."""
+    out = {}
+    for signal in signals:
+        traffic = traffic_for("report", mode, seed, sizes, neutral=signal)
+        first, _ = drive(traffic, {"coverwatch-online": make_coverwatch()}, embedder,
+                         label=f"{mode}, {signal} uninformative")
+        out[signal] = evaluate(traffic.labels, first["coverwatch-online"])
+    return out
+
+
+def traffic_for(split: str, mode: str, seed: int, sizes: dict,
+                neutral: str | None = None) -> Traffic:
     """Traffic of one mode; ``metadata`` is the text traffic with prompts removed."""
-    traffic = generate(split, seed=seed, mode="text" if mode == "metadata" else mode, **sizes)
+    traffic = generate(split, seed=seed, mode="text" if mode == "metadata" else mode,
+                       neutral=neutral, **sizes)
     traffic.metadata_only = mode == "metadata"
     return traffic
 
@@ -297,6 +319,24 @@ def markdown(result: dict) -> str:
                     cells.append(f"{_fmt(b.get('fpr'), 1)} FP")
             lines.append(f"| {fam} ({first[fam]['n']}) | " + " | ".join(cells) + " |")
         lines.append("\nAttack rows: TPR @ median delay (queries). Benign rows: share flagged.")
+        rob = m.get("robustness")
+        if rob:
+            base = dets.get("coverwatch-online")
+            cols = ([("as generated", base)] if base else []) + [
+                (f"{k.replace('_', ' ')} uninformative", v) for k, v in rob.items()]
+            lines += ["", "Robustness: `coverwatch-online` with one attacker-controlled signal "
+                      "at a time drawn from the benign tenants' distribution.", "",
+                      "| family | " + " | ".join(c for c, _ in cols) + " |",
+                      "|---|" + "---:|" * len(cols)]
+            for fam in [f for f in ATTACKS + BENIGN if f in first]:
+                cells = []
+                for _, d in cols:
+                    b = d["by_family"].get(fam, {})
+                    cells.append(_fmt(b.get("tpr"), 1) if "tpr" in b
+                                 else f"{_fmt(b.get('fpr'), 1)} FP")
+                lines.append(f"| {fam} | " + " | ".join(cells) + " |")
+            lines.append("| **all attackers (TPR) / benign (FPR)** | " + " | ".join(
+                f"{_fmt(d['tpr'], 1)} / {_fmt(d['fpr'], 1)}" for _, d in cols) + " |")
         c = m.get("campaigns")
         if c:
             lines.append(f"\nCampaign stage (counted in coverwatch above): "

@@ -110,7 +110,7 @@ class _Acct:
     __slots__ = ("n", "nv", "npr", "first_ts", "last_ts", "minhash", "bitmap", "regions",
                  "seen", "seen_sk", "sk_rep", "ex_rep", "sk_sig", "gap_n", "gap_mean", "gap_m2",
                  "tok_n", "tok_sum", "model", "endpoint", "ua", "prefixes", "keys",
-                 "next_emit")
+                 "next_emit", "created")
 
     def __init__(self, n_hashes: int):
         self.n = self.nv = self.npr = 0
@@ -130,11 +130,13 @@ class _Acct:
         self.prefixes: list[int] = []
         self.keys: list[int] = []
         self.next_emit = CHECKPOINTS[0]
+        self.created = -1                   # account_created_at (epoch ms), -1: unknown
 
     def __getstate__(self):
         return tuple(getattr(self, k) for k in self.__slots__)
 
     def __setstate__(self, state):
+        self.created = -1                   # checkpoints from before the field existed
         for k, v in zip(self.__slots__, state):
             setattr(self, k, v)
 
@@ -392,6 +394,8 @@ class AccountSketcher:
         for n, e in enumerate(evs, a.n + 1):   # client metadata: first values, a few
             if n > 3 and a.model:                # address prefixes and API keys
                 break
+            if a.created < 0 and e.account_created_ms is not None:
+                a.created = e.account_created_ms
             a.model = a.model or text_hash(e.model)
             a.endpoint = a.endpoint or text_hash(e.endpoint)
             a.ua = a.ua or text_hash(e.user_agent)
@@ -431,6 +435,7 @@ class AccountSketcher:
             "model": a.model, "endpoint": a.endpoint, "user_agent": a.ua,
             "ip_prefixes": list(a.prefixes[:4]), "n_prefixes": len(a.prefixes),
             "n_keys": len(a.keys),
+            "account_created_ms": a.created if a.created >= 0 else None,
         }
 
     def drain(self) -> list[dict]:

@@ -9,17 +9,25 @@ other member found so far. When members are added the alert is re-emitted under 
 
 How a campaign is found (no labels; population baselines learned online):
 
-1. **Sweep-like accounts.** Per query-count bucket (50, 100, 200, 400, ... queries) the stage
-   keeps histograms of every account's breadth (distinct cells / queries) and region
-   coverage. An account is a *candidate* while it is young (at most ``young_queries``
-   queries), rarely repeats a prompt (``max_repeat``), and its breadth and coverage are both at or above the
-   ``candidate_quantile`` of accounts at the same count (and breadth >= ``min_breadth``).
+1. **Sweep-like new accounts.** Per query-count bucket (50, 100, 200, 400, ... queries) the
+   stage keeps histograms of every account's breadth (distinct cells / queries) and region
+   coverage. An account is a *candidate* while it is *new* and young (at most
+   ``young_queries`` queries), rarely repeats a prompt (``max_repeat``), and its breadth
+   and coverage are both at or above the ``candidate_quantile`` of accounts at the same
+   count (and breadth >= ``min_breadth``). New means created at most ``new_account_ms``
+   before its summary when the events carry ``account_created_at``; without it, first seen
+   at least ``established_after_ms`` after the stage's first summary: a worker that starts
+   on a gateway with customers sees every one of them "for the first time" in its first
+   hours, and they are established accounts, not a campaign's fresh ones.
    Nothing is a candidate until its bucket has ``warmup`` summaries. Once a campaign is
    confirmed, an account at or above the population *median* may join it (never open a
    group): members of a campaign that dominates its own population are still named.
-2. **Candidate groups without O(n^2).** A candidate is looked up in a few band keys (LSH
-   style over its client signature: model + endpoint, user agent + IP prefix, each re-used
-   prompt skeleton). Only groups filed under one of its keys are compared, at most
+2. **Candidate groups without O(n^2), on evidence of one operation.** A candidate is looked
+   up in a few band keys: its infrastructure (user agent + IP prefix) and each prompt
+   skeleton it re-uses (one query source and style). Sharing a model and endpoint is no
+   such evidence (every customer of a model does), so it is a condition, not a key: many
+   independent broad products that signed up around the same time never meet unless they
+   share infrastructure or templates. Only groups filed under one of its keys are compared, at most
    ``max_open`` per key. It joins the largest group that (a) has a member that started
    within ``max_gap_ms`` of it (chained starts), (b) has a similar per-account profile
    (pace and output length within ``rate_tol``/``tok_tol`` in log space), and (c) overlaps it little: mean MinHash Jaccard with the group's recent members
@@ -43,14 +51,15 @@ join one.
 >>> t0, evs, cells = 1767225600000, [], []
 >>> for j in range(40):     # apps re-asking around their own few topics, from the start
 ...     topic = rng.integers(1, 4000, 8)
-...     for i in range(100):
+...     for i in range(200):
 ...         evs.append(Event(f"a{j}-{i}", t0 + 600_000 * i, f"app{j}"))
 ...         cells.append(int(rng.choice(topic)))
 >>> sweep = rng.permutation(np.arange(1, 4097))      # one sweep split over 6 new accounts
->>> for j in range(6):
+>>> for j in range(6):     # on one operator's machines, after the first day
 ...     for i in range(100):
-...         evs.append(Event(f"h{j}-{i}", t0 + 3_600_000 * (10 + j) + 30_000 * i, f"h{j}",
-...                          model="big", endpoint="/chat"))
+...         evs.append(Event(f"h{j}-{i}", t0 + 3_600_000 * (30 + j) + 30_000 * i, f"h{j}",
+...                          model="big", endpoint="/chat", user_agent="python-requests/2.32",
+...                          client_ip=f"198.51.100.{j + 1}"))
 ...         cells.append(int(sweep[100 * j + i]))
 >>> order = np.argsort([e.ts_ms for e in evs], kind="stable")
 >>> sk.observe_batch([evs[i] for i in order], [Scored(cell=cells[i]) for i in order])
@@ -196,8 +205,12 @@ class CampaignStage:
         Largest share of exactly repeated prompts for a candidate (sweeps never re-ask).
     warmup
         Summaries a query-count bucket needs before its accounts can be candidates.
-    new_after_ms
-        An account first seen this long after the stage's first summary counts as new.
+    established_after_ms
+        Without ``account_created_at``, an account first seen less than this long after the
+        stage's first summary is established (never a candidate).
+    new_account_ms
+        With ``account_created_at``, an account created at most this long before its
+        summary is new.
     max_open
         Groups remembered per band key (oldest forgotten first).
     max_groups
@@ -206,9 +219,9 @@ class CampaignStage:
         Members listed in an alert (the count keeps growing beyond).
     min_tokens_quantile
         A group whose members' median answer length (mean log output tokens) is below this
-        population quantile of accounts is not a campaign: distillation harvests full
-        answers, while eval harnesses and labelling jobs, also broad and never re-asking,
-        ask for short ones. None: no such test (and logs without output tokens skip it).
+        population quantile of accounts is not a campaign. Off (None) by default: the
+        attacker chooses its answer length, so it must not decide whether a campaign is
+        seen (issue 14).
     seed
         The sketcher's MinHash seed; summaries with another seed are rejected.
     """
@@ -219,9 +232,10 @@ class CampaignStage:
                  max_gap_ms: int = 36 * HOUR_MS, candidate_quantile: float = 0.7,
                  min_breadth: float = 0.8, young_queries: int = 1200, rate_tol: float = 0.6,
                  max_repeat: float = 0.05,
-                 tok_tol: float = 0.6, warmup: int = 20, new_after_ms: int = HOUR_MS,
+                 tok_tol: float = 0.6, warmup: int = 20, established_after_ms: int = 24 * HOUR_MS,
+                 new_account_ms: int = 7 * 24 * HOUR_MS,
                  max_open: int = 64, max_groups: int = 5000, max_listed: int = 5000,
-                 min_tokens_quantile: float | None = 0.5, seed: int = 0):
+                 min_tokens_quantile: float | None = None, seed: int = 0):
         self.min_members = min_members
         self.min_tokens_quantile = min_tokens_quantile
         self.min_ratio = min_ratio
@@ -234,7 +248,8 @@ class CampaignStage:
         self.max_repeat = max_repeat
         self.tok_tol = tok_tol
         self.warmup = warmup
-        self.new_after_ms = new_after_ms
+        self.established_after_ms = established_after_ms
+        self.new_account_ms = new_account_ms
         self.max_open = max_open
         self.max_groups = max_groups
         self.max_listed = max_listed
@@ -345,7 +360,8 @@ class CampaignStage:
                    q: int, loose: bool = False) -> bool:
         """Sweep-like for its query count; ``loose``: only at the population median, which
         lets an account join a confirmed campaign, but then it must re-ask half as often."""
-        if q > self.young_queries or nv < 0.5 * q or breadth < self.min_breadth:
+        if q > self.young_queries or nv < 0.5 * q or breadth < self.min_breadth \
+                or not self._new(s):
             return False
         rep = s.get("exact_repeat")
         if rep is not None and rep > (self.max_repeat / 2 if loose else self.max_repeat):
@@ -353,8 +369,16 @@ class CampaignStage:
         qq = 0.5 if loose else self.candidate_quantile
         return breadth >= self._base.breadth_q(b, qq) and regions >= self._base.regions_q(b, qq)
 
+    def _new(self, s: dict) -> bool:
+        """A new account (see the class doc): from ``account_created_at`` when the events
+        carry it, else from when this stage first saw it."""
+        created = s.get("account_created_ms")
+        if created is not None:
+            return int(s["ts_ms"]) - int(created) <= self.new_account_ms
+        return int(s["first_ts_ms"]) >= self._first_ts + self.established_after_ms
+
     def _band_keys(self, s: dict) -> list[tuple]:
-        keys = [("me", s.get("model") or 0, s.get("endpoint") or 0)]
+        keys = []
         if s.get("user_agent"):
             pre = (s.get("ip_prefixes") or [0])[0]
             keys.append(("ua", s["user_agent"], pre))
@@ -456,7 +480,7 @@ class CampaignStage:
             self._member_of[acct] = g.gid
         g.first_start = min(g.first_start, s["first_ts_ms"])
         g.last_start = max(g.last_start, s["first_ts_ms"])
-        if s["first_ts_ms"] >= self._first_ts + self.new_after_ms:
+        if self._new(s):
             g.new += 1
         if s.get("user_agent"):
             g.uas[s["user_agent"]] += 1

@@ -59,43 +59,51 @@ from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event
 from pipeline.detect.base import Scored, ScoredBatch
 from pipeline.detect.features import FEATURES, TenantState, observe_events, summarise
+from pipeline.detect.drift import RandomFeatures, fold_window
 from pipeline.detect.lsh import SignProjector
 from pipeline.detect.policy import describe
 from pipeline.detect.population import BUCKETS, Population, age_bucket, feeds_population
+from pipeline.detect.prior import load as load_prior
 
-ALL_FEATURES = FEATURES + ("hst",)
+ALL_FEATURES = FEATURES + ("cdrift", "hst")
 # Smallest median-to-p90 distance allowed per feature (so a population where everyone sits
 # at 0 does not make 0.01 look extreme).
-FLOORS = {"tmpl": 0.15, "cot": 0.15, "drift": 0.1, "out_tok": 0.05, "growth": 0.05,
+FLOORS = {"tmpl": 0.15, "cot": 0.15, "drift": 0.1, "cdrift": 0.1, "xspread": 0.05, "out_tok": 0.05, "growth": 0.05,
           "hst": 0.05, "newclient": 0.1, "clientnovel": 0.1}
 # A rule scores the tenant's window on a few features together, each as its exceedance
 # (how far above the population median, in units of median-to-p90, for tenants of the
 # same age): "min" needs all of them extreme at once, "mean" averages them (each clipped to
 # [-2, 4]) so one very extreme signal can make up for a merely high one. The rule's score is
 # that number divided by the rule's scale (fitted by :meth:`CoverwatchDetector.calibrate`).
-# Chosen on the calibration split: single features are either blind to some family or fire
-# on benign hard negatives (batch jobs and benchmark runs are broad and all-new too, but
-# short-answered; general chat is broad but re-asks).
+#
+# No rule may fire, or stay silent, on a signal the attacker sets alone: answer length,
+# client, pace and wording explain an alert (evidence, severity) but are never the only
+# way in or out. Every rule therefore leads with the *content* of the queries, which an
+# extraction cannot give up without giving up what it extracts:
 RULES = (
-    ("cot", "min", ("cot",)),                                       # distillation prompts
-    ("coverage+tokens", "mean", ("spread", "newp", "out_tok")),     # sweeps
+    ("cot", "min", ("cot",)),                                   # distillation of reasoning
+    # sweeps: broad windows that keep reaching new regions with never-sent prompts
+    ("coverage", "mean", ("growth", "spread6", "newp")),
+    # a takeover through the victim's own client: the tenant's content moved (MMD against
+    # its own past) and broadened (a new feature adds a topic or two; a thief sweeps)
+    ("drift", "min", ("cdrift", "xspread")),
     ("takeover", "min", ("clientnovel",)),         # a new client reaching new regions
 )
 # A rule needs its first feature: without vectors there is no coverage to speak of, and a
-# window's answer length alone must not fire the coverage rule (measured: it flagged 41% of
-# benign tenants in a gateway's metadata-only logs).
+# window's answer length alone must not fire anything (measured: it flagged 41% of benign
+# tenants in a gateway's metadata-only logs).
 # Gates: conditions a rule's window must meet before it can score (a gate whose signal the
-# stream does not carry is skipped). A sweep never re-asks and harvests full answers, so the
-# coverage rule needs at least 80% never-sent prompts and answers at least as long as the
-# population median at that age. Measured on the calibration split: without them, general
-# chat products (broad, but they re-ask) and eval harnesses or labelling jobs (broad and
-# all-new, but short-answered) reach the same spread and novelty as sweeps.
-GATES = {"coverage+tokens": (("newp", "value", 0.8), ("out_tok", "exceedance", 0.0))}
+# stream does not carry is skipped). None today: the answer-length gate the coverage rule
+# had let an attacker that asks for concise answers through (issue 14).
+GATES: dict = {}
 GATED = -1.0                 # a gated rule's score
 # Rules whose features do not depend on a tenant's age get one scale for all ages (the
 # largest per-age fit): splitting their few calibration tenants by age only adds noise.
 AGE_FREE_RULES = ("cot", "takeover")
-RULE_SCALES = (1.5, 1.5, 0.5)
+# Defaults of the uncalibrated detector (what the worker runs), read off the benign tenants
+# of the *calib* prompt split (`coverwatch bench detect` never reports on it): the largest
+# unscaled score of 99% of them, rounded up.
+RULE_SCALES = (2.15, 1.15, 3.0, 0.5)
 MIN_RULE_SCALE = 0.5
 CALIBRATION_TENANTS = 100    # per age bucket, to fit that bucket's own scales
 CALIBRATION_MARGIN = 1.05
@@ -138,6 +146,11 @@ class CoverwatchDetector:
         Size of the one population HalfSpaceTrees model.
     seed
         Seed of the random hyperplanes and of the HalfSpaceTrees.
+    prior
+        Start the population from the prior shipped with the package
+        (:mod:`pipeline.detect.prior`: public traffic, the weight of 30 windows per age
+        bucket), so a small or just-started deployment is judged from its first windows; its
+        own traffic outweighs the prior after a few hundred windows.
     """
 
     name = "coverwatch"
@@ -146,7 +159,7 @@ class CoverwatchDetector:
                  critical: float = 2.0, cooldown: int = 500, min_windows: int = 30,
                  population_windows: int = 2000, rule_scales: tuple | None = None,
                  hst_trees: int = 10, hst_height: int = 8, hst_window: int = 250,
-                 seed: int = 42):
+                 seed: int = 42, prior: bool = True):
         self.window = window
         self.threshold = threshold
         self.release = release
@@ -159,6 +172,7 @@ class CoverwatchDetector:
         self.hst_height = hst_height
         self.hst_window = hst_window
         self.seed = seed
+        self.prior = prior
         if window < 2 or min_windows < 1 or cooldown < 0 or population_windows < 0:
             raise ValueError("need window >= 2, min_windows >= 1, cooldown >= 0, "
                              "population_windows >= 0")
@@ -179,10 +193,16 @@ class CoverwatchDetector:
 
     def _reset(self) -> None:
         self._proj = SignProjector(self.seed)
+        self._rff = RandomFeatures(self.seed)
         self._tenants: dict[str, TenantState] = {}
         self._texts: dict = {}   # hash(prompt) -> its text signals (features.prompt_bits)
         self._qlists: dict = {}  # id(quantile array) -> (array, med, p90, den), see _bounds
         self._pop = Population(len(ALL_FEATURES), min_windows=self.min_windows)
+        if self.prior:
+            got = load_prior(tuple(f if f != "hst" else "" for f in ALL_FEATURES),
+                             BUCKETS, self._pop.bins)
+            if got is not None:
+                self._pop.hist, self._pop.count = got
         self._hst = HalfSpaceTrees(n_trees=self.hst_trees, height=self.hst_height,
                                    window_size=self.hst_window, seed=self.seed)
         self._summaries: deque = deque(maxlen=SUMMARY_BUFFER)
@@ -195,7 +215,7 @@ class CoverwatchDetector:
                 f"release={self.release}, critical={self.critical}, cooldown={self.cooldown}, "
                 f"min_windows={self.min_windows}, "
                 f"population_windows={self.population_windows}, rule_scales={self.rule_scales}, "
-                f"seed={self.seed})")
+                f"seed={self.seed}, prior={self.prior})")
 
     def clone(self) -> CoverwatchDetector:
         """A fresh detector with the same parameters and no state."""
@@ -204,7 +224,8 @@ class CoverwatchDetector:
     def _params(self) -> dict:
         return {k: getattr(self, k) for k in (
             "window", "threshold", "release", "critical", "cooldown", "min_windows",
-            "population_windows", "rule_scales", "hst_trees", "hst_height", "hst_window", "seed")}
+            "population_windows", "rule_scales", "hst_trees", "hst_height", "hst_window", "seed",
+            "prior")}
 
     @classmethod
     def calibrate(cls, events: Iterable[Event], target_fpr: float = 0.01,
@@ -268,11 +289,33 @@ class CoverwatchDetector:
 
     def update_many(self, events: Iterable[Event]) -> ScoredBatch:
         events = list(events)
-        codes = self._proj.codes_of([e.embedding for e in events])
+        vectors = [e.embedding for e in events]
+        codes = self._proj.codes_of(vectors)
+        phi, has = self._rff.features(vectors)
+        # each tenant's events in this batch, so a closing window takes exactly its rows
+        rows: dict[str, list[int]] = {}
+        for i, e in enumerate(events):
+            r = rows.get(e.tenant_id)
+            if r is None:
+                rows[e.tenant_id] = [i]
+            else:
+                r.append(i)
+        done: dict[str, int] = {}
         scored = ScoredBatch([], [], [], [])
         for i, s in observe_events(self._tenants, events, codes, self.window, scored,
                                    self._texts):
-            self._close_window(s, events[i], scored[i])
+            tid = events[i].tenant_id
+            r, lo = rows[tid], done.get(tid, 0)
+            hi = r.index(i, lo) + 1
+            done[tid] = hi
+            take = r[lo:hi]
+            drift = fold_window(s.content, phi[take], has[take])
+            self._close_window(s, events[i], scored[i], drift)
+        for tid, r in rows.items():
+            lo = done.get(tid, 0)
+            if lo < len(r):
+                take = r[lo:]
+                self._tenants[tid].content.add(phi[take], has[take])
         return scored
 
     def dump_tenant(self, tenant_id: str) -> bytes | None:
@@ -311,9 +354,11 @@ class CoverwatchDetector:
         return len(self._tenants)
 
     # -- internals ----------------------------------------------------------------------
-    def _close_window(self, s: TenantState, event: Event, scored: Scored) -> None:
+    def _close_window(self, s: TenantState, event: Event, scored: Scored,
+                      drift: float | None) -> None:
         w_v, w_p, w_tok = s.w_v, s.w_p, s.w_tok_n
         feats = summarise(s)
+        feats["cdrift"] = float("nan") if drift is None else drift
         k = s.windows
         bucket = age_bucket(k)
         x_hst = {f: (0.0 if math.isnan(v) else v) for f, v in feats.items()}

@@ -15,6 +15,8 @@ event carrying the signal):
   sign-projection cells) the tenant had never reached before: coverage growth.
 - ``spread``: distinct 8-bit cells among the window's queries / queries: how many
   different broad topics one window touches (a sweep: nearly one per query).
+- ``spread6``: the same over 6-bit cells; ``xspread``: its rise over the tenant's own slow
+  average (a new feature adds one or two topics; a thief's sweep adds many).
 - ``tmpl``: share of new prompts whose head or tail skeleton the tenant used before.
 - ``cot``: share of prompts asking for chain-of-thought.
 - ``newp``: share of prompts the tenant never sent before (exact text).
@@ -41,10 +43,11 @@ from dataclasses import dataclass, field
 from river.drift import ADWIN
 
 from pipeline.detect.base import Scored, ScoredBatch
+from pipeline.detect.drift import DriftState
 from pipeline.detect.text_signals import exact_hash, is_cot, skeletons
 
-FEATURES = ("nov8", "nov12", "nov14", "spread", "spread6", "fresh", "tmpl", "cot", "newp",
-            "out_tok",
+FEATURES = ("nov8", "nov12", "nov14", "spread", "spread6", "xspread", "fresh", "tmpl", "cot",
+            "newp", "out_tok",
             "regular", "rate", "growth", "drift", "newclient", "clientnovel")
 ESTABLISHED = 50           # events after which a client fingerprint counts as new to the tenant
 MAX_CLIENTS = 32
@@ -74,7 +77,9 @@ class TenantState:
     w_cells: bytearray = field(default_factory=lambda: bytearray(40))  # window's 8- and 6-bit cells
     minhash: list = field(default_factory=list)   # bottom-k hashes of 14-bit cells
     adwin: ADWIN = field(default_factory=_new_adwin)
+    content: DriftState = field(default_factory=DriftState)   # random-feature means (drift.py)
     nov_base: float = -1.0     # slow EWMA over windows of the 14-bit novelty rate
+    spread_base: float = -1.0  # slow EWMA over windows of spread6
     drift_level: float = 0.0   # ADWIN's current novelty estimate minus nov_base (>= 0)
     # window counters
     w_n: int = 0
@@ -364,7 +369,10 @@ def summarise(s: TenantState) -> dict[str, float]:
         f["nov12"] = s.w_nov12 / v
         f["nov14"] = s.w_nov14 / v
         f["spread"] = s.w_spread / v
-        f["spread6"] = s.w_spread6 / v
+        f["spread6"] = sp6 = s.w_spread6 / v
+        if s.spread_base >= 0 and s.windows >= 2:
+            f["xspread"] = max(0.0, sp6 - s.spread_base)
+        s.spread_base = sp6 if s.spread_base < 0 else s.spread_base + 0.1 * (sp6 - s.spread_base)
         nov = s.w_nov14 / v
         if s.nov_base < 0:
             s.nov_base = nov

@@ -34,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
         kw["days"] = args.days
     traffic = generate(split=args.split, seed=args.seed, mode=args.mode, **kw)
     if traffic.stand_in:
-        print("warning: prompt corpus not found; writing synthetic stand-in traffic",
-              file=sys.stderr)
+        what = {"sample": "the package's 3.4k-prompt sample",
+                "synthetic": "SYNTHETIC stand-in text"}.get(traffic.pool.origin, "stand-in")
+        print(f"warning: prompt corpus not found; traffic from {what}", file=sys.stderr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Level 1: events with 384-float embeddings are large, and level 9 is ~15x slower.
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     labels.parent.mkdir(parents=True, exist_ok=True)
     labels.write_bytes(orjson.dumps(
         {"split": traffic.split, "seed": traffic.seed, "mode": traffic.mode,
-         "stand_in": traffic.stand_in, "start_ms": traffic.start_ms, "end_ms": traffic.end_ms,
+         "stand_in": traffic.stand_in, "prompts": traffic.pool.origin, "start_ms": traffic.start_ms, "end_ms": traffic.end_ms,
          "events": len(traffic), "tenants": traffic.labels}, option=orjson.OPT_INDENT_2))
     print(f"wrote {len(traffic):,} events of {len(traffic.labels):,} tenants to {out}",
           file=sys.stderr)

@@ -2,7 +2,9 @@
 
 The corpus lives outside the project (``../shared/data/prompts`` next to the checkout, or
 ``$COVERWATCH_CORPUS``) and is never copied into it. Callers that can run without it check
-:func:`corpus_available` and fall back to stand-in traffic.
+:func:`corpus_available` and fall back to the package's small licensed sample
+(:func:`load_sample`, ``pipeline/data/prompts_sample.jsonl.gz``; no MiniLM vectors, so its
+rows carry the hashing embedder's), and to synthetic stand-in traffic when even that is gone.
 """
 from __future__ import annotations
 
@@ -25,6 +27,28 @@ def corpus_dir() -> Path:
 
 def corpus_available() -> bool:
     return any(corpus_dir().glob("*.jsonl.gz"))
+
+
+def sample_path() -> Path:
+    """The shipped prompt sample; ``$COVERWATCH_PROMPT_SAMPLE`` points elsewhere (tests)."""
+    env = os.environ.get("COVERWATCH_PROMPT_SAMPLE")
+    return Path(env) if env else REPO_ROOT / "pipeline" / "data" / "prompts_sample.jsonl.gz"
+
+
+def sample_available() -> bool:
+    return sample_path().is_file()
+
+
+@lru_cache(maxsize=2)
+def load_sample(path: str | None = None) -> Corpus:
+    """The shipped sample as a :class:`Corpus`, embedded by the default hashing embedder."""
+    from pipeline.embed.hashing import HashingEmbedder
+    with gzip.open(path or sample_path(), "rb") as fh:
+        rows = [orjson.loads(line) for line in fh if line.strip()]
+    texts = [r["text"] for r in rows]
+    emb = HashingEmbedder(dim=384).embed(texts).astype(np.float16)
+    return Corpus(texts, np.asarray([r["source"] for r in rows]),
+                  np.asarray([f"{r['source']}/{r.get('category') or ''}" for r in rows]), emb)
 
 
 @dataclass(frozen=True)

