@@ -28,7 +28,7 @@ def run(events: list[Event], max_tenants: int, idle_ms: int = 30 * DAY, batch: i
         todo = []
         for n, e in enumerate(events[start:start + batch], start):
             if not cp.known(e.tenant_id):
-                cp.restore(e.tenant_id, table.get(e.tenant_id))
+                cp.restore(e.tenant_id, table.get(e.tenant_id), e.ts_ms)
             e.extra["pos"] = (0, n)
             if not cp.already_learned(e.tenant_id, e.extra["pos"]):
                 todo.append(e)
@@ -47,6 +47,34 @@ def test_eviction_to_the_table_changes_no_alert():
     assert want, "no alert: the comparison would be empty"
     assert got == want
     assert peak_all > 30 and peak <= 8 and cp.evicted > 0
+
+
+def test_events_redelivered_after_a_restart_expire_nobody():
+    t0 = 1767225600000
+    table = {}
+
+    def worker():
+        det = BurstDetector()
+        return det, Checkpoints([det], "/nonexistent", idle_ms=DAY, max_tenants=100)
+
+    def deliver(det, cp, tenant, ts, n):
+        e = Event(f"{tenant}-{n}", ts, tenant)
+        e.extra["pos"] = (0, n)
+        if not cp.known(tenant):
+            cp.restore(tenant, table.get(tenant), ts)
+        if not cp.already_learned(tenant, e.extra["pos"]):
+            det.update(e)
+            for t, pos in cp.touched([e]):
+                table[t] = cp.encode(t, pos[1])
+
+    det, cp = worker()
+    deliver(det, cp, "a", t0, 1)
+    deliver(det, cp, "b", t0, 2)
+    det, cp = worker()                       # SIGKILL: a new worker, state from the table
+    deliver(det, cp, "a", t0, 1)             # re-delivered, already learned: skipped
+    deliver(det, cp, "b", t0, 2)
+    deliver(det, cp, "c", t0 + 3_600_000, 3)
+    assert cp.evict() == [] and det.dump_tenant("a") is not None
 
 
 def test_idle_tenants_expire_and_come_back_fresh():

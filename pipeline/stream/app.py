@@ -181,7 +181,7 @@ def create_app(settings: Settings) -> faust.App:
             for i, e in enumerate(decode_batch(ev.value)):
                 if not checkpoints.known(e.tenant_id):
                     checkpoints.restore(e.tenant_id, None if e.tenant_id in expired
-                                        else state.get(e.tenant_id.encode()))
+                                        else state.get(e.tenant_id.encode()), e.ts_ms)
                 pos = (msg.partition, (msg.offset << 16) | i)
                 if checkpoints.already_learned(e.tenant_id, pos):
                     metrics.replayed_skipped += 1

@@ -97,8 +97,12 @@ class Checkpoints:
             return None
         return _HEADER.pack(position, self.tag) + b"".join(_LEN.pack(len(b)) + b for b in blobs)
 
-    def restore(self, tenant: str, stored: bytes | None) -> None:
-        """Load a tenant from its table value; state of another version is dropped."""
+    def restore(self, tenant: str, stored: bytes | None, ts_ms: int | None = None) -> None:
+        """Load a tenant from its table value; state of another version is dropped.
+
+        ``ts_ms``: the event time of the event that brought the tenant back, which is when it
+        was last seen until it is touched (its events may all be re-deliveries it learned
+        before a restart). Without it the tenant cannot expire before it is touched."""
         position = -1
         if stored:
             position, tag = _HEADER.unpack_from(stored)
@@ -115,7 +119,8 @@ class Checkpoints:
                 except Exception:  # noqa: BLE001 - a bad checkpoint must not stop the worker
                     log.exception("tenant %r: unreadable checkpoint, starting fresh", tenant)
         self._last[tenant] = position
-        self._seen.setdefault(tenant, self.now_ms)
+        if ts_ms is not None:
+            self._seen.setdefault(tenant, ts_ms)
 
     def already_learned(self, tenant: str, pos: tuple[int, int]) -> bool:
         return pos[1] <= self._last.get(tenant, -1)
