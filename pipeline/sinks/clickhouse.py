@@ -164,12 +164,18 @@ class ClickHouseSink:
         self.fault_file = fault_file
         self._client = None
         self._query_client = None
+        self._lock = threading.Lock()
 
     @property
     def client(self):
+        """The sink's client, published only once migrated: the query thread may ask for it
+        while the sink's thread is still migrating."""
         if self._client is None:
-            self._client = connect(self.dsn)
-            apply_migrations(self._client)
+            with self._lock:
+                if self._client is None:
+                    c = connect(self.dsn)
+                    apply_migrations(c)
+                    self._client = c
         return self._client
 
     @property
