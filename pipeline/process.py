@@ -38,12 +38,12 @@ def make_embedder(name: str, dim: int):
     return get_embedder(name, dim=dim)
 
 
-def make_campaigns(enabled: bool = True, seed: int = 0):
+def make_campaigns(enabled: bool = True, seed: int = 0, max_accounts: int = 1_000_000):
     """The campaign sketcher and stage (issue: coordinated campaigns), or (None, None)."""
     if not enabled:
         return None, None
     from pipeline.campaigns import AccountSketcher, CampaignStage
-    return AccountSketcher(seed=seed), CampaignStage(seed=seed)
+    return AccountSketcher(seed=seed, max_accounts=max_accounts), CampaignStage(seed=seed)
 
 
 def _trim(d: dict, limit: int) -> None:
@@ -52,6 +52,58 @@ def _trim(d: dict, limit: int) -> None:
     if excess > 0:
         for k in list(islice(d, excess)):
             del d[k]
+
+
+class PromptVectors:
+    """The text embedder for events without a vector, with a cache of recent prompts'
+    vectors. The worker runs it at ingest (the internal topic then needs no prompt text),
+    replay and the benchmarks inside :class:`Processor`.
+
+    An event that arrives with its ``extra["provided_embedding"]`` already set (the ingest
+    stage embedded it) keeps that flag."""
+
+    def __init__(self, embedder=None, vector_cache: int = 65_536):
+        self.embedder = embedder
+        self.vector_cache = vector_cache       # recent prompts whose vectors are kept
+        self.cache: dict[int, np.ndarray] = {}
+
+    def embed(self, events: Sequence[Event]) -> None:
+        """Fill missing embeddings: each distinct prompt of the batch is embedded once, and
+        vectors of the ``vector_cache`` most recently seen prompts are reused: re-sent
+        prompts are common (on a week of simulated traffic, 86k distinct prompts in 1.1M
+        events: an 8k cache re-embedded 541k, a 64k cache 96k), and the hashing embedder
+        gives a text the same vector in any batch (bit for bit), so this changes no result.
+        The cache is keyed by the prompts' ``hash()`` (it holds vectors, not prompts of up
+        to 1 MB each), and its rows are copies, so one kept vector never pins its batch's
+        whole matrix."""
+        todo, keys = [], []
+        for e in events:
+            if e.embedding is None:
+                e.extra["provided_embedding"] = False
+                if e.prompt:
+                    todo.append(e)
+                    keys.append(hash(e.prompt))
+            else:
+                e.extra.setdefault("provided_embedding", True)
+        if self.embedder is None or not todo:
+            return
+        cache = self.cache
+        got = dict.fromkeys(keys)
+        texts = {}
+        for e, k in zip(todo, keys):
+            if got[k] is None and k not in texts:
+                v = got[k] = cache.pop(k, None)   # popped, re-added below: most recent last
+                if v is None:
+                    texts[k] = e.prompt
+        if texts:
+            rows = [v.copy() for v in np.asarray(self.embedder.embed(list(texts.values())))]
+            for v in rows:
+                v.flags.writeable = False   # shared by events and the cache
+            got.update(zip(texts, rows))
+        cache.update(got)
+        _trim(cache, self.vector_cache)
+        for e, k in zip(todo, keys):
+            e.embedding = got[k]
 
 
 class Processor:
@@ -69,8 +121,8 @@ class Processor:
         self.sketcher = sketcher
         self.stage = stage
         self.dedup_window = dedup_window
-        self.vector_cache = vector_cache       # recent prompts whose vectors are kept
-        self._vectors: dict[int, np.ndarray] = {}
+        self.vectors = PromptVectors(embedder, vector_cache)
+        self._vectors = self.vectors.cache
         self._recent: dict[str, None] = {}
         self.duplicates = 0
 
@@ -93,42 +145,8 @@ class Processor:
         return out
 
     def embed(self, events: Sequence[Event]) -> None:
-        """Fill missing embeddings: each distinct prompt of the batch is embedded once, and
-        vectors of the ``vector_cache`` most recently seen prompts are reused: re-sent
-        prompts are common (on a week of simulated traffic, 86k distinct prompts in 1.1M
-        events: an 8k cache re-embedded 541k, a 64k cache 96k), and the hashing embedder
-        gives a text the same vector in any batch (bit for bit), so this changes no result.
-        The cache is keyed by the prompts' ``hash()`` (it holds vectors, not prompts of up
-        to 1 MB each), and its rows are copies, so one kept vector never pins its batch's
-        whole matrix."""
-        todo, keys = [], []
-        for e in events:
-            if e.embedding is None:
-                e.extra["provided_embedding"] = False
-                if e.prompt:
-                    todo.append(e)
-                    keys.append(hash(e.prompt))
-            else:
-                e.extra["provided_embedding"] = True
-        if self.embedder is None or not todo:
-            return
-        cache = self._vectors
-        got = dict.fromkeys(keys)
-        texts = {}
-        for e, k in zip(todo, keys):
-            if got[k] is None and k not in texts:
-                v = got[k] = cache.pop(k, None)   # popped, re-added below: most recent last
-                if v is None:
-                    texts[k] = e.prompt
-        if texts:
-            rows = [v.copy() for v in np.asarray(self.embedder.embed(list(texts.values())))]
-            for v in rows:
-                v.flags.writeable = False   # shared by events and the cache
-            got.update(zip(texts, rows))
-        cache.update(got)
-        _trim(cache, self.vector_cache)
-        for e, k in zip(todo, keys):
-            e.embedding = got[k]
+        """Fill missing embeddings (:meth:`PromptVectors.embed`)."""
+        self.vectors.embed(events)
 
     def process(self, events: Sequence[Event]) -> tuple[list[Event], list[Scored], list[Alert]]:
         """Returns the events kept (duplicates dropped), their scores, and the alerts raised."""

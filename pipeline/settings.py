@@ -42,7 +42,16 @@ class Settings:
     app_id: str = "coverwatch"
     data_dir: str = str(REPO_ROOT / "var" / "worker")
     web_port: int = 6066
-    query_token: str = ""           # required on the worker's read-only query endpoint if set
+    web_host: str = "127.0.0.1"     # the interface the web port binds ("0.0.0.0": all)
+    query_token: str = ""           # /query needs it when set; unset: loopback peers only
+    query_timeout_s: int = 30       # /query limits, enforced by the engine (readonly=1)
+    query_max_rows: int = 100_000
+    query_max_memory_mb: int = 1024
+    query_concurrency: int = 2      # queries at a time; more get 429
+    stall_s: float = 60.0           # /health fails when nothing was stored this long with lag
+    tenant_idle_hours: int = 168    # a tenant idle this long (event time) expires
+    max_tenants: int = 200_000      # live tenants per worker; beyond, the least recent wait
+                                    # in the table (checkpoint bytes) until they send again
     store_prompts: str = "none"     # none | hash | text
     prompt_salt: str = ""
     sink_batch: int = 5_000
@@ -78,7 +87,16 @@ class Settings:
             app_id=env.get("COVERWATCH_APP_ID", d.app_id),
             data_dir=env.get("COVERWATCH_DATA_DIR", d.data_dir),
             web_port=_int(env, "COVERWATCH_WEB_PORT", d.web_port),
+            web_host=env.get("COVERWATCH_WEB_HOST", d.web_host),
             query_token=env.get("COVERWATCH_QUERY_TOKEN", ""),
+            query_timeout_s=_int(env, "COVERWATCH_QUERY_TIMEOUT_S", d.query_timeout_s),
+            query_max_rows=_int(env, "COVERWATCH_QUERY_MAX_ROWS", d.query_max_rows),
+            query_max_memory_mb=_int(env, "COVERWATCH_QUERY_MAX_MEMORY_MB",
+                                     d.query_max_memory_mb),
+            query_concurrency=_int(env, "COVERWATCH_QUERY_CONCURRENCY", d.query_concurrency),
+            stall_s=float(_int(env, "COVERWATCH_STALL_S", int(d.stall_s))),
+            tenant_idle_hours=_int(env, "COVERWATCH_TENANT_IDLE_HOURS", d.tenant_idle_hours),
+            max_tenants=_int(env, "COVERWATCH_MAX_TENANTS", d.max_tenants),
             store_prompts=env.get("COVERWATCH_STORE_PROMPTS", d.store_prompts),
             prompt_salt=env.get("COVERWATCH_PROMPT_SALT", ""),
             sink_batch=_int(env, "COVERWATCH_SINK_BATCH", d.sink_batch),

@@ -86,3 +86,6 @@ class BurstDetector:
 
     def load_tenant(self, tenant_id: str, state: bytes) -> None:
         self._tenants[tenant_id] = pickle.loads(state)
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        self._tenants.pop(tenant_id, None)

@@ -338,6 +338,10 @@ class CoverwatchDetector:
             raise ValueError("not a coverwatch tenant state")
         self._tenants[tenant_id] = s
 
+    def forget_tenant(self, tenant_id: str) -> None:
+        """Drop one tenant's state (the shell evicts idle tenants after checkpointing them)."""
+        self._tenants.pop(tenant_id, None)
+
     def dump_population(self) -> bytes:
         """The shared population model (histograms, HalfSpaceTrees, cell density), for
         checkpoints."""

@@ -24,6 +24,7 @@ import orjson
 from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event
 from pipeline.detect.base import Scored, scored_columns
+from pipeline.sinks import readonly_sql
 
 log = logging.getLogger(__name__)
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse"
@@ -39,8 +40,14 @@ _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
 
 
-def connect(dsn: str):
-    """A client for ``dsn``; embedded engines are opened once per process and shared."""
+def connect(dsn: str, *, shared: bool = True):
+    """A client for ``dsn``; embedded engines are opened once per process and shared.
+
+    ``shared=False`` gives a client of its own on the same embedded engine (it must be
+    opened first): its queries run concurrently with the shared client's inserts.
+    """
+    if dsn.startswith("chdb://") and not shared:
+        return clickhouse_connect.get_client(dsn=dsn)
     if dsn.startswith("chdb://"):
         with _clients_lock:
             if dsn not in _clients:
@@ -116,7 +123,8 @@ def event_columns(events: Sequence[Event], scored: Sequence[Scored], *,
         [e.status or 0 for e in events],
         [int(bool(e.prompt)) for e in events],
         [int(e.extra.get("provided_embedding", False)) for e in events],
-        [prompt_column(e.prompt, store_prompts, prompt_salt) for e in events],
+        [e.extra["prompt_column"] if "prompt_column" in e.extra
+         else prompt_column(e.prompt, store_prompts, prompt_salt) for e in events],
         list(cells),
         [int(n) for n in novel],
         [float(x) for x in scores],
@@ -155,13 +163,30 @@ class ClickHouseSink:
         self.behind_since: float | None = None
         self.fault_file = fault_file
         self._client = None
+        self._query_client = None
+        self._lock = threading.Lock()
 
     @property
     def client(self):
+        """The sink's client, published only once migrated: the query thread may ask for it
+        while the sink's thread is still migrating."""
         if self._client is None:
-            self._client = connect(self.dsn)
-            apply_migrations(self._client)
+            with self._lock:
+                if self._client is None:
+                    c = connect(self.dsn)
+                    apply_migrations(c)
+                    self._client = c
         return self._client
+
+    @property
+    def query_client(self):
+        """A client of its own for analyst queries. On the embedded engine a second client
+        runs beside the sink's (measured: an insert during a 3 s query returned in 0.3 s),
+        so a query never holds the thread that stores batches."""
+        if self._query_client is None:
+            self.client   # opened and migrated first
+            self._query_client = connect(self.dsn, shared=False)
+        return self._query_client
 
     @property
     def behind_s(self) -> float:
@@ -210,15 +235,16 @@ class ClickHouseSink:
             self._retrying(self._insert, "coverwatch.alerts", alert_rows(alerts),
                            ALERT_COLUMNS, f"{dedup}:a", max_wait_s=max_wait_s)
 
-    def query(self, sql: str, parameters: dict | None = None, *, readonly: bool = True):
-        """Run one read-only query; returns (column_names, rows).
+    def query(self, sql: str, parameters: dict | None = None, *,
+              limits: dict | None = None):
+        """Run one analyst query; returns (column_names, rows).
 
-        One statement only: a multi-statement string is refused before it reaches the engine
-        (the embedded engine would run the statements one by one in its session).
+        :func:`readonly_sql.check` refuses it first (one read-only statement, no
+        ``INTO OUTFILE``, no file or URL table functions, no ``system`` tables beyond the
+        catalogue), then the engine runs it under ``limits`` (``readonly=1`` with time,
+        memory and result caps: :func:`readonly_sql.limits`).
         """
-        sql = sql.strip().rstrip(";").strip()
-        if ";" in sql:
-            raise ValueError("one SQL statement per query (found ';')")
-        settings = {"readonly": 1} if readonly else {}
-        r = self.client.query(sql, parameters=parameters, settings=settings)
+        sql = readonly_sql.check(sql)
+        r = self.query_client.query(sql, parameters=parameters,
+                                    settings=limits or readonly_sql.limits())
         return list(r.column_names), [list(row) for row in r.result_rows]

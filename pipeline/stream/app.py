@@ -21,11 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 import faust
 import orjson
 
-from pipeline.process import Processor, make_campaigns, make_detector, make_embedder
+from pipeline.process import (Processor, PromptVectors, make_campaigns, make_detector,
+                              make_embedder)
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import ClickHouseSink, token
 from pipeline.stream.codec import decode_batch
-from pipeline.stream.metrics import Metrics
+from pipeline.stream.metrics import CONTENT_TYPE, Metrics
+from pipeline.stream.query_endpoint import QueryEndpoint
+from pipeline.stream.redact import Redactor
 from pipeline.stream.repartition import Repartitioner, dlq_record
 from pipeline.stream.state import Checkpoints
 
@@ -33,6 +36,7 @@ log = logging.getLogger("coverwatch.worker")
 
 
 INTERNAL_MAX_BYTES = 8 * 1024 * 1024
+PRODUCED_HEADER = "cw-produced-ms"   # internal messages: oldest source record's produce time
 PRODUCER_BATCH_BYTES = 1024 * 1024
 
 
@@ -43,6 +47,17 @@ def offset_ranges(batch) -> list:
         r = ranges.setdefault(ev.message.partition, [ev.message.offset, ev.message.offset])
         r[0], r[1] = min(r[0], ev.message.offset), max(r[1], ev.message.offset)
     return sorted((p, a, b) for p, (a, b) in ranges.items())
+
+
+def produced_at(batch) -> list[float]:
+    """Source produce times (s) of a batch's internal messages, from their header."""
+    out = []
+    for ev in batch:
+        headers = ev.message.headers or ()
+        for k, v in (headers.items() if isinstance(headers, dict) else headers):
+            if k == PRODUCED_HEADER:
+                out.append(int(v) / 1000)
+    return out
 
 
 def consumer_lag(app, topics: set[str]) -> dict[str, int]:
@@ -85,7 +100,9 @@ def create_app(settings: Settings) -> faust.App:
         datadir=s.data_dir,
         topic_partitions=s.partitions,
         web_port=s.web_port,
-        web_host="127.0.0.1",
+        # Faust binds ``web_bind`` (default 0.0.0.0); ``web_host`` is only the advertised name
+        web_bind=s.web_host,
+        web_host=s.web_host,
         value_serializer="raw",
         key_serializer="raw",
         consumer_auto_offset_reset="earliest",
@@ -116,18 +133,25 @@ def create_app(settings: Settings) -> faust.App:
                       use_partitioner=True, key_type=bytes, value_type=bytes)
 
     metrics = Metrics()
-    sketcher, stage = make_campaigns(s.campaigns)
+    # the sketcher's own LRU bound sits above the live-tenant ceiling, so it only drops
+    # accounts the checkpoints already evicted (it has no forget of its own)
+    sketcher, stage = make_campaigns(s.campaigns, max_accounts=s.max_tenants * 11 // 10)
     detector = make_detector(s.detector, s.prior)
     # the campaign stage runs in its own agent below, so the processor has none
-    processor = Processor(detector, make_embedder(s.embedder, s.embedding_dim),
-                          sketcher=sketcher, vector_cache=s.vector_cache)
+    embedder = make_embedder(s.embedder, s.embedding_dim)
+    processor = Processor(detector, embedder, sketcher=sketcher, vector_cache=s.vector_cache)
+    # Privacy by default: unless prompts are to be stored as text, ingest embeds them and
+    # the internal topic carries vectors, text signals and pseudonyms, not raw fields.
+    redactor = None if s.store_prompts == "text" else Redactor(
+        PromptVectors(embedder, s.vector_cache), s.prompt_salt, s.store_prompts)
     global_parts = {}
     if hasattr(detector, "dump_population"):
         global_parts["population.bin"] = (detector, "dump_population", "load_population")
     if stage is not None:
         global_parts["campaigns.bin"] = (stage, "dump", "load")
     checkpoints = Checkpoints([p for p in (detector, sketcher) if p is not None], s.data_dir,
-                              global_parts)
+                              global_parts, idle_ms=s.tenant_idle_hours * 3_600_000,
+                              max_tenants=s.max_tenants)
     sink = ClickHouseSink(s.clickhouse_dsn, store_prompts=s.store_prompts,
                           prompt_salt=s.prompt_salt, fault_file=s.fault_file)
     # One thread owns ClickHouse (the embedded engine is not shared across threads);
@@ -137,15 +161,16 @@ def create_app(settings: Settings) -> faust.App:
     ingest_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
 
     repartitioner = Repartitioner(
-        s, send=lambda p, value: events.send(value=value, partition=p),
+        s, send=lambda p, value, produced: events.send(
+            value=value, partition=p, headers=[(PRODUCED_HEADER, produced)]),
         dead=lambda key, value: dlq.send(key=key, value=value),
-        metrics=metrics, executor=ingest_thread)
+        metrics=metrics, executor=ingest_thread, redact=redactor)
 
     @app.task
     async def ingest():
         await repartitioner.run()
 
-    def load_states(batch):
+    def load_states(batch, expired=frozenset()):
         """Decode a batch, restore unknown tenants from the table, drop already-learned events.
 
         Runs on the detector thread: the in-memory table is only read here, and Faust pauses
@@ -155,7 +180,8 @@ def create_app(settings: Settings) -> faust.App:
             msg = ev.message
             for i, e in enumerate(decode_batch(ev.value)):
                 if not checkpoints.known(e.tenant_id):
-                    checkpoints.restore(e.tenant_id, state.get(e.tenant_id.encode()))
+                    checkpoints.restore(e.tenant_id, None if e.tenant_id in expired
+                                        else state.get(e.tenant_id.encode()), e.ts_ms)
                 pos = (msg.partition, (msg.offset << 16) | i)
                 if checkpoints.already_learned(e.tenant_id, pos):
                     metrics.replayed_skipped += 1
@@ -165,14 +191,16 @@ def create_app(settings: Settings) -> faust.App:
         return todo
 
     def detect_batch(batch):
-        """Decode, detect, and encode the touched tenants' state (all on the detector thread)."""
-        kept, scored, alerts, failed = processor.process_safely(load_states(batch))
+        """Evict idle tenants, decode, detect, and encode the touched tenants' state (all on
+        the detector thread; the table already holds every earlier batch's states)."""
+        expired = set(checkpoints.evict())
+        kept, scored, alerts, failed = processor.process_safely(load_states(batch, expired))
         states = []
         for tenant, pos in checkpoints.touched(kept):
             value = checkpoints.encode(tenant, pos[1])
             if value is not None:
                 states.append((tenant.encode(), value))
-        return kept, scored, alerts, failed, states
+        return kept, scored, alerts, failed, states, expired
 
     @app.agent(events)
     async def detect(stream):
@@ -183,7 +211,7 @@ def create_app(settings: Settings) -> faust.App:
             state.changelog_topic.get_topic_name())
         async for batch in stream.take_events(64, within=s.sink_within_s):
             t0 = time.perf_counter()
-            kept, scored, alerts, failed, states = await loop.run_in_executor(
+            kept, scored, alerts, failed, states, expired = await loop.run_in_executor(
                 cpu_thread, detect_batch, batch)
             for e, err in failed:
                 metrics.dlq += 1
@@ -195,15 +223,20 @@ def create_app(settings: Settings) -> faust.App:
                 a.stamped()
             dedup = token(s.topic_events, *offset_ranges(batch))
             await loop.run_in_executor(db_thread, sink.write, kept, scored, alerts, dedup)
+            metrics.stored(produced_at(batch))
             for a in alerts:
                 metrics.alerts[a.severity] += 1
                 await alerts_topic.send(key=a.tenant_id.encode(), value=orjson.dumps(a.to_dict()))
             for key, value in states:
                 state[key] = value
+            for tenant in expired - {key.decode() for key, _ in states}:
+                state.pop(tenant.encode(), None)   # a tombstone: compaction drops it
             metrics.events_detected += len(kept)
             metrics.duplicates = processor.duplicates
             metrics.tenants = checkpoints.tenants
-            metrics.batch_seconds = time.perf_counter() - t0
+            metrics.tenants_expired, metrics.tenants_evicted = (checkpoints.expired,
+                                                                checkpoints.evicted)
+            metrics.detected(time.perf_counter() - t0)
             for summary in processor.drain_summaries():
                 await summaries.send(key=summary["account"].encode(), value=orjson.dumps(summary))
             await loop.run_in_executor(cpu_thread, checkpoints.maybe_save_globals)
@@ -235,36 +268,36 @@ def create_app(settings: Settings) -> faust.App:
     async def report():
         metrics.log(log)
 
+    async def refresh():
+        metrics.sink_behind_s = sink.behind_s
+        metrics.queries_refused = queries.refused
+        metrics.lag = {**consumer_lag(app, {s.topic_events}),
+                       s.topic_logs: await repartitioner.lag()}
+
     @app.page("/metrics")
     async def metrics_page(web, request):
-        metrics.sink_behind_s = sink.behind_s
-        metrics.lag = {**consumer_lag(app, {s.topic_events}), s.topic_logs: repartitioner.lag()}
-        return web.text(metrics.prometheus(), content_type="text/plain; version=0.0.4")
+        await refresh()
+        return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE)
 
-    async def run_query(web, request, body: dict):
-        """Read-only SQL for analysts while the worker holds the embedded engine."""
-        if s.query_token and request.headers.get("Authorization", "") != f"Bearer {s.query_token}":
-            return web.json({"error": "unauthorized"}, status=401)
-        if body.get("dsn") and body["dsn"] != s.clickhouse_dsn:
-            # the caller means another database than this worker's: let it go direct
-            return web.json({"error": "this worker serves another ClickHouse"}, status=409)
-        sql, params = body.get("sql", ""), body.get("parameters") or None
-        try:
-            columns, rows = await asyncio.get_running_loop().run_in_executor(
-                db_thread, lambda: sink.query(sql, params))
-        except Exception as exc:  # noqa: BLE001 - report the analyst's SQL error back
-            return web.json({"error": str(exc)[:2000]}, status=400)
-        return web.bytes(orjson.dumps({"columns": columns, "rows": rows},
-                                      option=orjson.OPT_NON_STR_KEYS, default=str),
-                         content_type="application/json")
+    @app.page("/health")
+    async def health_page(web, request):
+        """200 while batches are stored; 503 with the reason when the pipeline stalled."""
+        await refresh()
+        ok, reason = metrics.health(s.stall_s)
+        return web.json({"healthy": ok, "reason": reason,
+                         "seconds_since_stored": round(metrics.since_stored, 1),
+                         "seconds_since_detect_batch": round(metrics.since_detect_batch, 1),
+                         "lag": metrics.lag}, status=200 if ok else 503)
+
+    queries = QueryEndpoint(s, sink)
 
     @app.page("/query")
     class QueryView(faust.web.View):
         async def get(self, request):
-            return await run_query(self, request, dict(request.query))
+            return await queries.handle(self, request)
 
         async def post(self, request):
-            return await run_query(self, request, await request.json())
+            return await queries.handle(self, request)
 
     def warm_sink():
         from clickhouse_connect.driver import options

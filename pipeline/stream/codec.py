@@ -4,7 +4,9 @@ Re-sending every event as its own JSON message cost the worker ~2 ms of CPU per 
 (Faust's per-message path, and 384 floats printed and parsed again). One message per
 partition per ingest batch, with the embeddings as raw float32 bytes after a JSON header,
 brings that to microseconds. The format is internal and trusted (events were validated on
-the way in), so decoding does not validate again.
+the way in), so decoding does not validate again. Two fields of ``extra`` ride along: whether
+the vector came with the event (``provided_embedding``) and what the events table keeps of
+the prompt (``prompt_column``), both set at ingest when the prompt is redacted.
 
 >>> from pipeline.contracts.events import Event
 >>> import numpy as np
@@ -38,8 +40,10 @@ def partition_for(tenant_id: str, partitions: int) -> int:
 def encode_batch(events: Sequence[Event]) -> bytes:
     rows, vectors = [], []
     for e in events:
+        x = e.extra
         rows.append([getattr(e, f) for f in _FIELDS]
-                    + [0 if e.embedding is None else len(e.embedding)])
+                    + [x.get("provided_embedding"), x.get("prompt_column"),
+                       0 if e.embedding is None else len(e.embedding)])
         if e.embedding is not None:
             vectors.append(np.asarray(e.embedding, dtype=np.float32))
     header = orjson.dumps(rows)
@@ -53,9 +57,13 @@ def decode_batch(data: bytes) -> list[Event]:
     flat = np.frombuffer(data, dtype=np.float32, offset=_HEADER.size + n)
     out, at = [], 0
     for row in rows:
-        dim = row.pop()
+        dim, stored, provided = row.pop(), row.pop(), row.pop()
         row.insert(_EMBEDDING_AT, None)
         e = Event(*row)
+        if provided is not None:    # set at ingest (see pipeline.stream.redact)
+            e.extra["provided_embedding"] = provided
+        if stored is not None:
+            e.extra["prompt_column"] = stored
         if dim:
             e.embedding = flat[at:at + dim]
             at += dim

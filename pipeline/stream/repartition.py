@@ -71,18 +71,24 @@ def dlq_record(raw: bytes, reason: str, detail: str, topic: str, partition: int,
 
 
 def validate_batch(records, adapter, embedding_dim: int | None, partitions: int,
-                   chunk_bytes: int = CHUNK_BYTES
+                   chunk_bytes: int = CHUNK_BYTES, redact=None
                    ) -> tuple[list[tuple[int, bytes]], list[tuple[bytes | None, bytes]]]:
-    """Consumer records -> (internal messages per partition, dead letters). Runs off the loop."""
+    """Consumer records -> (internal messages per partition, dead letters). Runs off the loop.
+
+    ``redact`` (a :class:`pipeline.stream.redact.Redactor`) turns the accepted events into
+    what the internal topic may carry, before they are encoded."""
     groups: dict[int, list] = {}
-    dead = []
+    dead, events = [], []
     for rec in records:
         accepted, rejected = accept(rec.value or b"", adapter, embedding_dim)
         for raw, r in rejected:
             dead.append((rec.key, dlq_record(raw, r.reason, r.detail, rec.topic,
                                              rec.partition, rec.offset)))
-        for e in accepted:
-            groups.setdefault(partition_for(e.tenant_id, partitions), []).append(e)
+        events += accepted
+    if redact is not None:
+        redact(events)
+    for e in events:
+        groups.setdefault(partition_for(e.tenant_id, partitions), []).append(e)
     out = [(p, encode_batch(chunk)) for p, evs in groups.items()
            for chunk in chunks(evs, chunk_bytes)]
     return out, dead
@@ -103,11 +109,14 @@ def client_options(s: Settings) -> dict:
 
 
 class Repartitioner:
-    """The consume -> validate -> produce -> commit loop; ``send(partition, value)`` and
-    ``dead(key, value)`` produce and return delivery futures (the app's Faust producer)."""
+    """The consume -> validate -> produce -> commit loop; ``send(partition, value,
+    produced_ms)`` and ``dead(key, value)`` produce and return delivery futures (the app's
+    Faust producer)."""
 
-    def __init__(self, s: Settings, send: Callable, dead: Callable, metrics, executor):
+    def __init__(self, s: Settings, send: Callable, dead: Callable, metrics, executor,
+                 redact=None):
         self.s = s
+        self.redact = redact
         self.send, self.dead = send, dead
         self.metrics = metrics
         self.executor = executor
@@ -115,17 +124,30 @@ class Repartitioner:
         self.consumer = None
         self.read: dict = {}   # TopicPartition -> last offset handed to validation
 
-    def lag(self) -> int:
-        """Messages behind the high watermark on this worker's ``api-logs`` partitions."""
+    async def lag(self) -> int:
+        """Messages behind the high watermark on this worker's ``api-logs`` partitions.
+
+        Counted from the last offset handed to validation, or, before this worker has read
+        anything from a partition, from the consumer's position (the committed offset after
+        a restart): a restarted worker with nothing to read is 0 behind, not a whole topic.
+        """
         c = self.consumer
         if c is None:
             return 0
         behind = 0
         for tp in c.assignment():
             hw = c.highwater(tp)
-            if hw is not None:
-                read = self.read.get(tp)
-                behind += max(0, hw - (read + 1 if read is not None else 0))
+            if hw is None:
+                continue
+            read = self.read.get(tp)
+            if read is not None:
+                nxt = read + 1
+            else:
+                try:
+                    nxt = await asyncio.wait_for(c.position(tp), 1.0)
+                except Exception:  # noqa: BLE001 - position not known yet: say nothing
+                    continue
+            behind += max(0, hw - nxt)
         return behind
 
     async def run(self) -> None:
@@ -170,9 +192,12 @@ class Repartitioner:
     async def _forward(self, loop, records) -> None:
         s = self.s
         out, dead = await loop.run_in_executor(
-            self.executor, validate_batch, records, self.adapter, s.embedding_dim, s.partitions)
+            self.executor, validate_batch, records, self.adapter, s.embedding_dim, s.partitions,
+            CHUNK_BYTES, self.redact)
+        # the oldest record's produce time rides along, for the produce-to-stored histogram
+        produced = str(min(r.timestamp for r in records)).encode()
         futures = [await self.dead(key, value) for key, value in dead]
-        futures += [await self.send(p, value) for p, value in out]
+        futures += [await self.send(p, value, produced) for p, value in out]
         await asyncio.gather(*futures)
         self.metrics.events_in += len(records)
         self.metrics.dlq += len(dead)

@@ -1,0 +1,134 @@
+"""Bounded tenant state: idle tenants expire, the least recent beyond the ceiling wait in the
+table, and a tenant evicted and restored scores exactly as one that stayed in memory."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.contracts.events import Event, validate
+from pipeline.detect.burst import BurstDetector
+from pipeline.process import Processor, make_detector
+from pipeline.simulate.traffic import generate
+from pipeline.stream.state import Checkpoints
+
+DAY = 86_400_000
+
+
+def run(events: list[Event], max_tenants: int, idle_ms: int = 30 * DAY, batch: int = 300):
+    """The worker's detect loop in one process: evict between batches, restore unknown
+    tenants from the table, checkpoint touched tenants into it."""
+    detector = make_detector("coverwatch")
+    processor = Processor(detector)
+    cp = Checkpoints([detector], "/nonexistent", idle_ms=idle_ms, max_tenants=max_tenants)
+    table: dict[str, bytes] = {}
+    alerts, peak = [], 0
+    for start in range(0, len(events), batch):
+        for tenant in cp.evict():
+            table.pop(tenant, None)
+        peak = max(peak, detector.tenants)   # live tenants between batches
+        todo = []
+        for n, e in enumerate(events[start:start + batch], start):
+            if not cp.known(e.tenant_id):
+                cp.restore(e.tenant_id, table.get(e.tenant_id), e.ts_ms)
+            e.extra["pos"] = (0, n)
+            if not cp.already_learned(e.tenant_id, e.extra["pos"]):
+                todo.append(e)
+        kept, scored, found = processor.process(todo)
+        alerts += [(a.alert_id, a.events_seen, a.severity) for a in found]
+        for tenant, pos in cp.touched(kept):
+            table[tenant] = cp.encode(tenant, pos[1])
+    return alerts, peak, cp
+
+
+def test_eviction_to_the_table_changes_no_alert():
+    raw, _ = generate(split="calib", seed=11, tenants=24, days=1, hydra_accounts=(20, 22))
+    fresh = lambda: [validate(r, embedding_dim=None) for r in raw]  # noqa: E731
+    want, peak_all, _ = run(fresh(), max_tenants=10**9)
+    got, peak, cp = run(fresh(), max_tenants=8)
+    assert want, "no alert: the comparison would be empty"
+    assert got == want
+    assert peak_all > 30 and peak <= 8 and cp.evicted > 0
+
+
+def test_events_redelivered_after_a_restart_expire_nobody():
+    t0 = 1767225600000
+    table = {}
+
+    def worker():
+        det = BurstDetector()
+        return det, Checkpoints([det], "/nonexistent", idle_ms=DAY, max_tenants=100)
+
+    def deliver(det, cp, tenant, ts, n):
+        e = Event(f"{tenant}-{n}", ts, tenant)
+        e.extra["pos"] = (0, n)
+        if not cp.known(tenant):
+            cp.restore(tenant, table.get(tenant), ts)
+        if not cp.already_learned(tenant, e.extra["pos"]):
+            det.update(e)
+            for t, pos in cp.touched([e]):
+                table[t] = cp.encode(t, pos[1])
+
+    det, cp = worker()
+    deliver(det, cp, "a", t0, 1)
+    deliver(det, cp, "b", t0, 2)
+    det, cp = worker()                       # SIGKILL: a new worker, state from the table
+    deliver(det, cp, "a", t0, 1)             # re-delivered, already learned: skipped
+    deliver(det, cp, "b", t0, 2)
+    deliver(det, cp, "c", t0 + 3_600_000, 3)
+    assert cp.evict() == [] and det.dump_tenant("a") is not None
+
+
+def test_idle_tenants_expire_and_come_back_fresh():
+    det = BurstDetector()
+    cp = Checkpoints([det], "/nonexistent", idle_ms=DAY, max_tenants=100)
+    t0 = 1767225600000
+
+    def send(tenant, ts, n):
+        e = Event(f"{tenant}-{n}", ts, tenant)
+        e.extra["pos"] = (0, n)
+        det.update(e)
+        cp.touched([e])
+
+    send("old", t0, 1)
+    send("busy", t0 + DAY // 2, 2)
+    assert cp.evict() == []
+    send("busy", t0 + DAY + 1, 3)
+    assert cp.evict() == ["old"]
+    assert det.dump_tenant("old") is None and not cp.known("old")
+    assert det.dump_tenant("busy") is not None and cp.known("busy")
+    assert cp.expired == 1
+
+
+@pytest.mark.integration
+def test_the_worker_expires_idle_tenants_and_caps_live_ones(kafka, tmp_path):
+    import signal
+
+    import orjson
+    from kafka import KafkaProducer
+
+    from pipeline.kafka_io import client_config
+    from tests.conftest import make_worker
+    w = make_worker(kafka, tmp_path, COVERWATCH_DETECTOR="burst", COVERWATCH_EMBEDDER="none",
+                    COVERWATCH_MAX_TENANTS="5", COVERWATCH_TENANT_IDLE_HOURS="1").start()
+    t0 = 1767225600000
+    try:
+        p = KafkaProducer(**client_config(w.settings))
+
+        def send(tenant: str, ts: int, n: int) -> None:
+            p.send(w.settings.topic_logs, orjson.dumps(
+                {"event_id": f"{tenant}-{n}", "ts": ts, "tenant_id": tenant}))
+            p.flush()
+        for i in range(30):
+            send(f"early-{i}", t0 + i, i)
+        w.wait_for(lambda m: m.get("coverwatch_events_detected_total", 0) >= 30)
+        send("late", t0 + 2 * 3_600_000, 0)   # two hours of event time later
+        w.wait_for(lambda m: m.get("coverwatch_events_detected_total", 0) >= 31)
+        send("later", t0 + 2 * 3_600_000 + 1, 0)   # the next batch runs the eviction
+        w.wait_for(lambda m: m.get("coverwatch_tenants_expired_total", 0) >= 5,
+                   what="idle tenants expired")
+        m = w.metrics()
+        assert m["coverwatch_tenants_evicted_total"] + m["coverwatch_tenants_expired_total"] >= 25
+        assert m["coverwatch_tenants_tracked"] <= 5 + 2
+        assert "Traceback" not in w.tail(400)
+        p.close()
+    finally:
+        w.stop(signal.SIGKILL)
