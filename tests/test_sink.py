@@ -94,11 +94,9 @@ def test_retry_after_an_insert_that_landed_adds_no_rows(sink):
                       "FROM coverwatch.tenant_minutes")[1] == [[10, 10]]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect found here, not fixed (query code is being rewritten): a query refused in "
-    "readonly mode leaves the embedded engine's shared session readonly, so every later "
-    "insert fails with READONLY and the worker's sink would retry forever; e.g. one "
-    "'DROP TABLE' sent to /query. Remove this mark when fixed (strict: it then fails)."))
+# Found by this test (a refused query left the embedded engine's shared session read-only, so
+# every later insert failed and the sink retried forever); fixed by running analyst queries
+# on a client of their own after the SQL check (pipeline/sinks/readonly_sql.py).
 def test_a_refused_query_leaves_inserts_working(sink):
     with pytest.raises(Exception, match="(?i)readonly"):
         sink.query("DROP TABLE coverwatch.events")

@@ -163,6 +163,7 @@ def test_already_learned_and_forget_partitions(tmp_path):
     class E:
         def __init__(self, tenant, partition, position):
             self.tenant_id, self.extra = tenant, {"pos": (partition, position)}
+            self.ts_ms = 1_767_225_600_000
     cp.touched([E("a", 0, 5 << 16), E("a", 0, 7 << 16), E("b", 1, 3 << 16)])
     assert cp.already_learned("a", (0, 7 << 16)) and cp.already_learned("a", (0, 6 << 16))
     assert not cp.already_learned("a", (0, (7 << 16) + 1))

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import re
 
-# system tables an analyst needs to find tables and columns; paths in system.tables
-# (data_paths, metadata_path) are the only file-system detail left, and name no secret
+# system tables an analyst needs to find tables and columns, and how they are stored
+# (parts: row counts and merges, which the raw-duplicate checks read); paths in
+# system.tables and system.parts are the only file-system detail left, and name no secret
 SYSTEM_TABLES = frozenset({"one", "numbers", "numbers_mt", "zeros", "databases", "tables",
-                           "columns", "functions", "table_functions", "data_type_families"})
+                           "columns", "functions", "table_functions", "data_type_families",
+                           "parts"})
 _FIRST = ("select", "with", "describe", "desc")
 _FORBIDDEN = re.compile(
     r"\b(insert|alter|drop|truncate|create|attach|detach|rename|optimize|kill|grant|revoke|"
