@@ -7,6 +7,8 @@ percentile for tenants of the same age.
 
 >>> describe([("spread", 0.88, 0.55), ("newp", 1.0, 0.8)], 50, 1000)
 'spread its last 50 queries over 44 broad topics (88%), 1.6x the 90th percentile of tenants at 1,000 queries (55%), and 100% of them were prompts it had never sent (p90 80%)'
+>>> describe([("growth", 0.97, 0.8), ("rare", 0.3, 0.1)], 50, 400)
+'kept reaching new embedding regions (coverage growth 0.97; 1.00 = every query somewhere new), 1.2x the 90th percentile of tenants at 400 queries (0.80), and 30% landed in regions few tenants ever reach (p90 10%)'
 >>> describe([("cot", 1.0, 0.0)], 50, 100)
 'asked for step-by-step reasoning in 50 of its last 50 queries (100%), far above the 90th percentile of tenants at 100 queries (0%)'
 """
@@ -30,6 +32,9 @@ _LEAD = {
 }
 _CLAUSE = {
     "newp": "{v:.0%} of them were prompts it had never sent",
+    "spread6": "they covered {k} coarse topics",
+    "rare": "{v:.0%} landed in regions few tenants ever reach",
+    "xspread": "its breadth rose {v:.0%} over its own usual level",
     "fresh": "{v:.0%} were new prompts in regions it had never reached",
     "spread": "they covered {k} broad topics",
     "nov14": "{v:.0%} landed in regions it had never reached",
@@ -55,6 +60,12 @@ def _lead(feature: str, value: float, p90: float, window: int, n: int) -> str:
         return (f"drew answers averaging {_tokens(value):,.0f} output tokens over its last "
                 f"{window} queries, {_ratio(_tokens(value), _tokens(p90))} the 90th percentile "
                 f"of tenants at {n:,} queries ({_tokens(p90):,.0f})")
+    if feature == "growth":
+        return (f"kept reaching new embedding regions (coverage growth {value:.2f}; 1.00 = every "
+                f"query somewhere new), {tail} ({p90:.2f})")
+    if feature == "cdrift":
+        return (f"moved away from its own past content (MMD drift {value:.2f} on a 0-1 scale) in "
+                f"its last {window} queries, {tail} ({p90:.2f})")
     if feature == "drift":
         return (f"moved away from its own history: its rate of new regions rose by "
                 f"{value:.0%} over its usual level, {tail} ({p90:.0%})")
