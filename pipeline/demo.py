@@ -42,20 +42,25 @@ def resolve_mode(mode: str) -> str:
     return "provided" if build_pool("report").origin == "corpus" else "text"
 
 
-def history(tenants: int, mode: str, per_tenant: int = 300, seed: int = 5,
+def history(tenants: int, mode: str, per_tenant: int = 800, seed: int = 5,
             end_ms: int | None = None) -> list[dict]:
-    """The past day of ``tenants`` benign tenants, ending a minute before ``end_ms`` (now).
+    """The past three days of ``tenants`` benign tenants (at most ``per_tenant`` events
+    each), ending a minute before ``end_ms`` (now).
 
     A real deployment has thousands of tenants behind it; the detector scores a tenant
     against the population of tenants of the same age, and needs some before it judges
-    (warm-up). This gives the demo worker that population before the live traffic starts.
+    (warm-up). This gives the demo worker that population, old enough (up to 16 windows) that
+    a tenant's first minutes are judged against real windows rather than the wide prior.
+    Hard negatives (batch jobs, benchmark runs) are left out: they look like a small sweep,
+    the detection benchmark reports how often they are flagged, and the demo is about the
+    sweeper.
     """
     from pipeline.simulate.traffic import generate
-    events, labels = generate(split="report", seed=seed, tenants=tenants, days=1, mode=mode)
+    events, labels = generate(split="report", seed=seed, tenants=tenants, days=3, mode=mode)
     kept, count = [], {}
     for ev in events:
         t = ev["tenant_id"]
-        if labels[t]["is_attack"] or count.get(t, 0) >= per_tenant:
+        if labels[t]["is_attack"] or labels[t]["hard_negative"] or count.get(t, 0) >= per_tenant:
             continue
         count[t] = count.get(t, 0) + 1
         kept.append(ev)

@@ -66,7 +66,7 @@ def test_demo_on_a_bare_clone_alerts_the_sweeper_and_no_benign_tenant(no_corpus,
     assert {a["tenant_id"] for a in alerts} == {SWEEPER}, [format_alert(a, 0) for a in alerts]
     first = alerts[0]
     benign = set(DEMO_TENANTS) | {e["tenant_id"] for e in past}
-    assert SWEEPER not in benign and len(benign) > 40
+    assert SWEEPER not in benign and len(benign) > 30
     # it comes within the first minute of live traffic (50/s, 30% from the sweeper)
     assert first["events_seen"] <= 0.3 * 50 * 60
     schema = json.loads((SCHEMAS / "alert.schema.json").read_text())
