@@ -1,6 +1,6 @@
 """``coverwatch demo``: stream live demo traffic into Kafka and print alerts as they arrive.
 
-Used by ``make run``. The traffic is :func:`demo_traffic`: the past day of simulated benign
+Used by ``make run``. The traffic is :func:`demo_traffic`: three past days of simulated benign
 tenants (so the population the detector compares with is warm), then live traffic from
 :func:`pipeline.simulate.traffic.iter_demo_events`: eight benign tenants (focused apps with
 working sets of popular questions, a general chat product, a coding tool) and one broad
@@ -100,7 +100,7 @@ def _produce(s: Settings, args, stop: threading.Event, state: dict) -> None:
     p = producer(s)
     past, events = demo_traffic(args.rate, args.mode, history_tenants=args.history_tenants)
     if past:
-        print(f"sent the past day of {args.history_tenants} benign tenants "
+        print(f"sent three past days of {args.history_tenants} benign tenants "
               f"({len(past):,} events) so the population is warm", file=sys.stderr)
     for ev in past:
         raw = orjson.dumps(ev)

@@ -390,7 +390,9 @@ class CoverwatchDetector:
             raw = sc[j]
             fired = [RULES[i][0] for i in sorted(range(len(sc)), key=lambda i: -sc[i])
                      if sc[i] >= self.threshold]
-            top = [(f, x[_IDX[f]], p90[_IDX[f]]) for f in RULES[j][2]
+            # the evidence leads with the rule's most extreme feature
+            top = [(f, x[_IDX[f]], p90[_IDX[f]]) for f in sorted(
+                RULES[j][2], key=lambda f: -ex[_IDX[f]] if ex[_IDX[f]] == ex[_IDX[f]] else 0)
                    if not math.isnan(x[_IDX[f]])]
         # a window at or above the release level does not teach the population, once the
         # bucket is warm with the traffic's own windows (scored against the prior before
