@@ -9,7 +9,8 @@ is the 99th percentile of the calib split's ordinary benign tenants (no attack i
 Then F is scored on the **report** split (other prompt sources, other randomness) with
 that choice. The chain-of-thought and client rules keep their one form.
 
-Every candidate form runs inside one detector pass per split (the candidate rules are
+The shipped forms are among the candidates (the first of each list). Every candidate form
+runs inside one detector pass per split (the candidate rules are
 appended to :data:`pipeline.detect.coverwatch.RULES` with a scale so large that they never
 fire or change which windows teach the population), so a tenant's score under a form is
 its largest window score for that rule, exactly as the shipped rule would compute it. The
@@ -30,7 +31,8 @@ from pipeline.bench.detect import events_for, get_text_embedder, single_thread_b
 from pipeline.simulate.tenants import ATTACKS
 from pipeline.simulate.traffic import generate
 
-COVERAGE_FORMS = (("growth", "spread6", "newp"), ("growth", "spread", "newp"),
+COVERAGE_FORMS = (("growth", "spread6", "newp", "rare"), ("growth", "spread6", "newp"),
+                  ("growth", "spread", "newp"),
                   ("growth", "spread"), ("nov12", "spread", "newp"), ("growth", "nov12", "newp"),
                   ("spread", "newp", "out_tok"))
 DRIFT_FORMS = (("cdrift", "xspread"), ("cdrift", "nov12"), ("cdrift",))
