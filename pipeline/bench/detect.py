@@ -220,7 +220,7 @@ def _embed_batch(batch: list[Event], embedder) -> list[Event]:
 # ---- driver ----------------------------------------------------------------------------------
 
 def drive(traffic: Traffic, dets: dict, embedder, label: str = "",
-          progress: Callable[[int, int], None] | None = None):
+          progress: Callable[..., None] | None = None):
     """Feed every event to every detector; first alert index per tenant, seconds per detector."""
     first: dict[str, dict[str, int]] = {name: {} for name in dets}
     cost = defaultdict(float)
