@@ -54,7 +54,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.detect.base import ScoredBatch, scored_columns
+from pipeline.contracts.scored import ScoredBatch, scored_columns
 from pipeline.detect.features import prompt_bits, set_bit, skeleton_ids
 
 SUMMARY_VERSION = 1

@@ -23,7 +23,7 @@ import orjson
 
 from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event
-from pipeline.detect.base import Scored, scored_columns
+from pipeline.contracts.scored import Scored, scored_columns
 from pipeline.sinks import readonly_sql
 
 log = logging.getLogger(__name__)
