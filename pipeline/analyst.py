@@ -42,9 +42,9 @@ def run_query(s: Settings, sql: str, parameters: dict | None = None):
             return _via_worker(s, sql, parameters)
         except (urllib.error.URLError, ConnectionError):
             pass  # no worker running: open the embedded engine ourselves
-    from pipeline.sinks.clickhouse import ClickHouseSink
+    from pipeline import build
     try:
-        return ClickHouseSink(s.clickhouse_dsn).query(sql, parameters)
+        return build.sink(s).query(sql, parameters)
     except Exception as exc:  # noqa: BLE001 - show the analyst ClickHouse's own message
         raise SystemExit(f"query failed: {str(exc)[:2000]}") from None
 

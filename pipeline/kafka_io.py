@@ -6,24 +6,13 @@ from typing import Iterable, Iterator
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
+from pipeline import jsonl
+from pipeline.kafka_options import kafka_python_options
 from pipeline.settings import Settings
 
 
-def client_config(s: Settings) -> dict:
-    """Connection settings shared by every kafka-python client, security from configuration."""
-    cfg: dict = {"bootstrap_servers": s.kafka_bootstrap.split(","),
-                 "security_protocol": s.kafka_security_protocol}
-    if s.kafka_sasl_mechanism:
-        cfg.update(sasl_mechanism=s.kafka_sasl_mechanism,
-                   sasl_plain_username=s.kafka_sasl_username,
-                   sasl_plain_password=s.kafka_sasl_password)
-    if s.kafka_ssl_cafile:
-        cfg["ssl_cafile"] = s.kafka_ssl_cafile
-    return cfg
-
-
 def producer(s: Settings) -> KafkaProducer:
-    return KafkaProducer(**client_config(s), acks="all", linger_ms=20, batch_size=256 * 1024,
+    return KafkaProducer(**kafka_python_options(s), acks="all", linger_ms=20, batch_size=256 * 1024,
                          max_request_size=16 * 1024 * 1024, compression_type=None)
 
 
@@ -49,22 +38,13 @@ def produce_lines(lines: Iterable[bytes], s: Settings, topic: str) -> int:
 
 
 def produce_files(paths, s: Settings, topic: str) -> int:
-    from pipeline.replay import open_lines
-
-    def lines():
-        for path in paths:
-            with open_lines(path) as fh:
-                for line in fh:
-                    line = line.rstrip(b"\r\n")
-                    if line.strip():
-                        yield line
-    return produce_lines(lines(), s, topic)
+    return produce_lines(jsonl.lines(paths), s, topic)
 
 
 def follow(s: Settings, topic: str, *, from_beginning: bool = False,
            timeout_ms: int = 1000) -> Iterator[dict | None]:
     """Yield decoded JSON messages of ``topic`` as they arrive (None on each idle timeout)."""
-    c = KafkaConsumer(topic, **client_config(s), group_id=None,
+    c = KafkaConsumer(topic, **kafka_python_options(s), group_id=None,
                       auto_offset_reset="earliest" if from_beginning else "latest")
     try:
         while True:

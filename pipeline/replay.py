@@ -9,33 +9,25 @@ from the batch contents, so replaying the same files twice adds no rows.
 from __future__ import annotations
 
 import gc
-import gzip
-import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter
-from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
 import orjson
 
-from pipeline.contracts.alerts import Alert
+from pipeline import build, jsonl
 from pipeline.adapters import native
+from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event, Rejected, validate
+from pipeline.detect import DETECTOR_VERSION
 from pipeline.ingest import accept
+from pipeline.process import Processor
 from pipeline.progress import progress as progress_bar
-from pipeline.process import Processor, make_campaigns, make_detector, make_embedder
 from pipeline.settings import Settings
-from pipeline.sinks.clickhouse import ClickHouseSink, token
-
-
-def open_lines(path: str | Path) -> IO[bytes]:
-    p = str(path)
-    if p == "-":
-        return sys.stdin.buffer
-    return gzip.open(p, "rb") if p.endswith(".gz") else open(p, "rb")
+from pipeline.sinks.clickhouse import token
 
 
 @contextmanager
@@ -63,16 +55,11 @@ def read_events(paths, embedding_dim: int | None, adapter=native
     if hasattr(adapter, "offline"):
         adapter.offline()        # halves of one call may be in different files: wait for all
     with gc_paused():
-        for path in paths:
-            with open_lines(path) as fh:
-                for line in fh:
-                    line = line.rstrip(b"\r\n")
-                    if not line or line.isspace():
-                        continue
-                    accepted, bad = accept(line, adapter, embedding_dim)
-                    events += accepted
-                    for _, r in bad:
-                        rejected[r.reason] += 1
+        for line in jsonl.lines(paths):
+            accepted, bad = accept(line, adapter, embedding_dim)
+            events += accepted
+            for _, r in bad:
+                rejected[r.reason] += 1
         if hasattr(adapter, "flush"):
             for rec in adapter.flush():
                 try:
@@ -101,14 +88,9 @@ def replay(paths, settings: Settings, *, clickhouse: bool = True, batch: int = 5
            processor: Processor | None = None, progress: bool = False) -> ReplayResult:
     """Replay ``paths``; ``progress`` draws a bar on stderr when it is a terminal."""
     t0 = time.perf_counter()
-    events, rejected = read_events(paths, settings.embedding_dim, settings.adapter())
-    sketcher, stage = make_campaigns(settings.campaigns)
-    proc = processor or Processor(make_detector(settings.detector, settings.prior),
-                                  make_embedder(settings.embedder, settings.embedding_dim),
-                                  sketcher=sketcher, stage=stage,
-                                  vector_cache=settings.vector_cache)
-    sink = ClickHouseSink(settings.clickhouse_dsn, store_prompts=settings.store_prompts,
-                          prompt_salt=settings.prompt_salt) if clickhouse else None
+    events, rejected = read_events(paths, settings.embedding_dim, build.adapter(settings))
+    proc = processor or build.processor(settings)[0]
+    sink = build.sink(settings) if clickhouse else None
     result = ReplayResult(rejected=rejected)
     bar = progress_bar(total=len(events), desc="replay", unit="ev",
                        enabled=None if progress else False)
@@ -119,7 +101,7 @@ def replay(paths, settings: Settings, *, clickhouse: bool = True, batch: int = 5
             if failed:
                 result.rejected["internal_error"] += len(failed)
             for a in alerts:
-                a.stamped()
+                a.stamped(DETECTOR_VERSION)
             result.alerts += alerts
             result.events += len(kept)
             if sink is not None:

@@ -114,17 +114,6 @@ class Settings:
             raise SystemExit("COVERWATCH_PRIOR must be text, provided or none")
         return replace(s, **overrides) if overrides else s
 
-    def adapter(self):
-        """The input adapter this deployment's configuration names."""
-        import orjson
-
-        from pipeline.adapters import get_adapter
-        try:
-            options = orjson.loads(self.adapter_options) if self.adapter_options else {}
-        except orjson.JSONDecodeError:
-            raise SystemExit("COVERWATCH_ADAPTER_OPTIONS must be a JSON object") from None
-        return get_adapter(self.input_format, **options)
-
     @property
     def embedded_clickhouse(self) -> bool:
         return self.clickhouse_dsn.startswith("chdb://")

@@ -72,8 +72,8 @@ def consume_all(settings: Settings, topic: str, expect: int, timeout: float = 60
     """
     from kafka import KafkaConsumer
 
-    from pipeline.kafka_io import client_config
-    c = KafkaConsumer(topic, **client_config(settings), auto_offset_reset="earliest",
+    from pipeline.kafka_options import kafka_python_options
+    c = KafkaConsumer(topic, **kafka_python_options(settings), auto_offset_reset="earliest",
                       group_id=None, consumer_timeout_ms=2000)
     out, deadline = [], time.monotonic() + timeout
     last_new = time.monotonic()

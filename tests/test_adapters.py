@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from pipeline import build
 from pipeline.adapters import ADAPTERS, bodies, get_adapter
 from pipeline.adapters.common import hash_key, to_ms
 from pipeline.contracts.events import REASONS, Rejected, validate
@@ -420,7 +421,7 @@ def test_unknown_option_names_the_allowed_ones(fmt):
 def test_options_come_from_settings_json():
     from pipeline.settings import Settings
     s = Settings(input_format="kong", adapter_options='{"tenant_field": ["consumer.id"]}')
-    [e] = s.adapter()(raw("kong_ai_proxy.json"))
+    [e] = build.adapter(s)(raw("kong_ai_proxy.json"))
     assert e["tenant_id"] == "c2d3e4f5-1111-4222-8333-944455566677"
 
 
@@ -607,7 +608,7 @@ def test_replay_of_gateway_records_rejects_none_and_keeps_every_prompt(fmt, tmp_
     names, with_prompt = GATEWAY_RECORDS[fmt]
     log = tmp_path / "gateway.jsonl"
     log.write_bytes(b"".join(orjson.dumps(fixture(n)) + b"\n" for n in names))
-    events, rejected = read_events([log], 384, Settings(input_format=fmt).adapter())
+    events, rejected = read_events([log], 384, build.adapter(Settings(input_format=fmt)))
     assert sum(rejected.values()) == 0
     assert len({e.event_id for e in events}) == len(events)      # one event per call
     assert sum(e.prompt is not None for e in events) == with_prompt

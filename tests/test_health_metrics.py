@@ -18,8 +18,8 @@ pytestmark = pytest.mark.integration
 def produce(w, n: int, prefix: str) -> None:
     from kafka import KafkaProducer
 
-    from pipeline.kafka_io import client_config
-    p = KafkaProducer(**client_config(w.settings))
+    from pipeline.kafka_options import kafka_python_options
+    p = KafkaProducer(**kafka_python_options(w.settings))
     for i in range(n):
         p.send(w.settings.topic_logs, orjson.dumps(
             {"event_id": f"{prefix}-{i}", "ts": 1767225600000 + i, "tenant_id": f"t{i % 7}"}))

@@ -67,11 +67,11 @@ def test_redaction_keeps_vectors_signals_and_client_identity():
 def test_internal_topic_carries_no_raw_prompt_address_agent_or_key(kafka, tmp_path):
     from kafka import KafkaConsumer, KafkaProducer
 
-    from pipeline.kafka_io import client_config
+    from pipeline.kafka_options import kafka_python_options
     w = make_worker(kafka, tmp_path).start()   # default settings: STORE_PROMPTS unset
     secrets = []
     try:
-        p = KafkaProducer(**client_config(w.settings))
+        p = KafkaProducer(**kafka_python_options(w.settings))
         for i in range(30):
             ev = {"event_id": f"e{i}", "ts": 1767225600000 + i * 1000, "tenant_id": "acme",
                   "prompt": f"CONFIDENTIAL-PROMPT-{i} please summarise our merger plan",
@@ -87,7 +87,7 @@ def test_internal_topic_carries_no_raw_prompt_address_agent_or_key(kafka, tmp_pa
                          "FROM coverwatch.events FINAL")
     finally:
         w.stop(signal.SIGKILL)
-    c = KafkaConsumer(w.settings.topic_events, **client_config(w.settings),
+    c = KafkaConsumer(w.settings.topic_events, **kafka_python_options(w.settings),
                       auto_offset_reset="earliest", group_id=None, consumer_timeout_ms=5000)
     values = [m.value for m in c]
     c.close()

@@ -105,13 +105,13 @@ def test_the_worker_expires_idle_tenants_and_caps_live_ones(kafka, tmp_path):
     import orjson
     from kafka import KafkaProducer
 
-    from pipeline.kafka_io import client_config
+    from pipeline.kafka_options import kafka_python_options
     from tests.conftest import make_worker
     w = make_worker(kafka, tmp_path, COVERWATCH_DETECTOR="burst", COVERWATCH_EMBEDDER="none",
                     COVERWATCH_MAX_TENANTS="5", COVERWATCH_TENANT_IDLE_HOURS="1").start()
     t0 = 1767225600000
     try:
-        p = KafkaProducer(**client_config(w.settings))
+        p = KafkaProducer(**kafka_python_options(w.settings))
 
         def send(tenant: str, ts: int, n: int) -> None:
             p.send(w.settings.topic_logs, orjson.dumps(

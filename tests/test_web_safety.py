@@ -134,7 +134,7 @@ def test_engine_limits_stop_runaway_queries(worker):
 def test_a_runaway_query_neither_stalls_detection_nor_blocks_the_endpoint(worker):
     from kafka import KafkaProducer
 
-    from pipeline.kafka_io import client_config
+    from pipeline.kafka_options import kafka_python_options
     results = {}
     hog = threading.Thread(target=lambda: results.update(
         hog=ask(worker, "SELECT count() FROM numbers(1e13)")))
@@ -143,7 +143,7 @@ def test_a_runaway_query_neither_stalls_detection_nor_blocks_the_endpoint(worker
     # the endpoint runs one query at a time here: the next caller is told so at once
     assert ask(worker, "SELECT 1", timeout=10)[0] == 429
     before = worker.detected()
-    p = KafkaProducer(**client_config(worker.settings))
+    p = KafkaProducer(**kafka_python_options(worker.settings))
     for i in range(200):
         p.send(worker.settings.topic_logs, orjson.dumps(
             {"event_id": f"hog-{i}", "ts": 1767225600000 + i, "tenant_id": f"t{i % 5}"}))

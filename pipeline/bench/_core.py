@@ -76,8 +76,10 @@ def memory(det, make) -> dict:
 
 
 def main(cfg: dict) -> dict:
-    from pipeline.bench._worker_proc import detector_name, embedder_source, text_embedder
+    from pipeline import build
+    from pipeline.bench._worker_proc import detector_name, embedder_source
     from pipeline.process import Processor, make_detector
+    from pipeline.settings import Settings
     from pipeline.simulate.traffic import generate
 
     name = detector_name()
@@ -92,7 +94,8 @@ def main(cfg: dict) -> dict:
         events = list(tr.iter_parsed(0, n))
         log(f"{mode}: {len(events):,} parsed events of {len(tr):,} "
             f"({time.perf_counter() - t0:.1f} s to build)")
-        proc = Processor(make_detector(name), text_embedder(384) if mode == "text" else None)
+        proc, _ = build.processor(Settings(detector=name, campaigns=False, embedding_dim=384,
+                                           embedder="hashing" if mode == "text" else "none"))
         if mode == "provided":
             base_provided, main_det = events, proc.detector
         else:

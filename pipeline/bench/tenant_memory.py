@@ -13,14 +13,15 @@ import gc
 import tracemalloc
 
 from pipeline.contracts.events import Event
-from pipeline.process import Processor, make_campaigns, make_detector, make_embedder
+from pipeline import build
+from pipeline.settings import Settings
 from pipeline.stream.state import Checkpoints
 
 
 def measure(tenants: int, events: int = 1) -> dict:
-    sketcher, _ = make_campaigns(True)
-    detector = make_detector("coverwatch")
-    processor = Processor(detector, make_embedder("hashing", 384), sketcher=sketcher)
+    processor, _ = build.processor(Settings(embedder="hashing", embedding_dim=384),
+                                   stage_here=False)
+    detector, sketcher = processor.detector, processor.sketcher
     cp = Checkpoints([detector, sketcher], "/nonexistent", max_tenants=10**9)
     warm = [Event(f"w{i}", 1767225600000 + i, "warm", prompt=f"warm up {i}") for i in range(200)]
     for e in warm:

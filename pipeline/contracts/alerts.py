@@ -61,13 +61,17 @@ class Alert:
         return cls(alert_id=alert_id_for(tenant_id, detector, episode), ts=ms_to_iso(ts_ms),
                    tenant_id=tenant_id, severity=severity, detector=detector,
                    score=float(score), threshold=float(threshold), events_seen=int(events_seen),
-                   evidence=evidence, detector_version=detector_version or _version(),
+                   evidence=evidence, detector_version=detector_version,
                    related_tenants=list(related_tenants or []))
 
-    def stamped(self) -> Alert:
-        """Set ``emitted_at`` (wall clock) when the alert leaves the process."""
+    def stamped(self, detector_version: str = "") -> Alert:
+        """Set ``emitted_at`` (wall clock) when the alert leaves the process, and the
+        version of the detector that ran (given by the shell as data, so this contract
+        does not depend on the detector) unless the alert names its own."""
         if not self.emitted_at:
             self.emitted_at = now_iso()
+        if not self.detector_version:
+            self.detector_version = detector_version
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,7 +83,3 @@ class Alert:
             "detector_version": self.detector_version,
         }
 
-
-def _version() -> str:
-    from pipeline.detect import DETECTOR_VERSION
-    return DETECTOR_VERSION

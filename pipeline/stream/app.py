@@ -2,14 +2,14 @@
 
 Dataflow: ``api-logs`` -> ingest (:mod:`pipeline.stream.repartition`: a batch consumer that
 validates; bad -> ``api-logs-dlq``; good -> the internal ``coverwatch-events`` topic by tenant,
-which is the repartition) -> ``detect`` (batches through :class:`pipeline.process.Processor`;
-alerts -> ``alerts``; rows -> ClickHouse; tenant state -> the ``tenant-state`` table, whose
-changelog restores it after a restart).
+which is the repartition) -> ``detect`` (each batch through
+:class:`pipeline.stream.batch.BatchCore`, then its writes through
+:func:`pipeline.stream.batch.deliver`: alerts -> ``alerts``; rows -> ClickHouse; tenant
+state -> the ``tenant-state`` table, whose changelog restores it after a restart).
 
-Delivery is at-least-once: a batch's offsets are acknowledged only after its ClickHouse
-insert succeeded (the sink retries, which is the backpressure), and every write is
-idempotent: events and alerts by dedup token and ReplacingMergeTree, detector state by the
-source offset stored with it (an event at or below it is not learned twice).
+Delivery is at-least-once (the rules, and their tests, are in :mod:`pipeline.stream.batch`):
+a batch's offsets are acknowledged only after its ClickHouse insert succeeded (the sink
+retries, which is the backpressure), and every write is idempotent.
 """
 from __future__ import annotations
 
@@ -21,81 +21,87 @@ from concurrent.futures import ThreadPoolExecutor
 import faust
 import orjson
 
-from pipeline.process import (Processor, PromptVectors, make_campaigns, make_detector,
-                              make_embedder)
+from pipeline import build
+from pipeline.contracts.alerts import Alert
+from pipeline.detect import DETECTOR_VERSION
+from pipeline.kafka_options import bootstrap, faust_credentials
+from pipeline.process import PromptVectors
 from pipeline.settings import Settings
-from pipeline.sinks.clickhouse import ClickHouseSink, token
-from pipeline.stream.codec import decode_batch
-from pipeline.stream.metrics import CONTENT_TYPE, Metrics
+from pipeline.sinks.clickhouse import token
+from pipeline.stream.batch import (PRODUCED_HEADER, BatchCore, Detected, Record, deliver,
+                                   offset_ranges)
+from pipeline.stream.metrics import CONTENT_TYPE, Metrics, consumer_lag
 from pipeline.stream.query_endpoint import QueryEndpoint
 from pipeline.stream.redact import Redactor
-from pipeline.stream.repartition import Repartitioner, dlq_record
-from pipeline.stream.state import Checkpoints
+from pipeline.stream.repartition import Repartitioner
 
 log = logging.getLogger("coverwatch.worker")
 
 
 INTERNAL_MAX_BYTES = 8 * 1024 * 1024
-PRODUCED_HEADER = "cw-produced-ms"   # internal messages: oldest source record's produce time
 PRODUCER_BATCH_BYTES = 1024 * 1024
 
 
-def offset_ranges(batch) -> list:
-    """(partition, first, last offset) per partition of a batch: what a dedup token names."""
-    ranges: dict[int, list[int]] = {}
-    for ev in batch:
-        r = ranges.setdefault(ev.message.partition, [ev.message.offset, ev.message.offset])
-        r[0], r[1] = min(r[0], ev.message.offset), max(r[1], ev.message.offset)
-    return sorted((p, a, b) for p, (a, b) in ranges.items())
+def records(batch) -> list[Record]:
+    """Faust events -> what :class:`BatchCore` reads."""
+    return [Record(ev.message.partition, ev.message.offset, ev.value,
+                   ev.message.headers or ()) for ev in batch]
 
 
-def produced_at(batch) -> list[float]:
-    """Source produce times (s) of a batch's internal messages, from their header."""
-    out = []
-    for ev in batch:
-        headers = ev.message.headers or ()
-        for k, v in (headers.items() if isinstance(headers, dict) else headers):
-            if k == PRODUCED_HEADER:
-                out.append(int(v) / 1000)
-    return out
-
-
-def consumer_lag(app, topics: set[str]) -> dict[str, int]:
-    """Messages behind the high watermark, per input topic, on this worker's partitions."""
-    lag: dict[str, int] = {}
+def faust_lag(app, topic: str) -> int:
+    """Messages behind on this worker's partitions of a topic the Faust consumer reads."""
     try:
         consumer = app.consumer
-        for tp in consumer.assignment():
-            if tp.topic in topics:
-                read = consumer._read_offset.get(tp)
-                behind = max(0, consumer.highwater(tp) - (read + 1 if read is not None else 0))
-                lag[tp.topic] = lag.get(tp.topic, 0) + behind
+        read = consumer._read_offset
+        return consumer_lag([tp for tp in consumer.assignment() if tp.topic == topic],
+                            consumer.highwater,
+                            lambda tp: 0 if read.get(tp) is None else read[tp] + 1
+                            ).get(topic, 0)
     except Exception:  # noqa: BLE001 - metrics must never break the page
-        pass
-    return lag
+        return 0
 
 
-def broker_credentials(s: Settings):
-    if s.kafka_security_protocol == "PLAINTEXT":
-        return None
-    ssl_context = None
-    if "SSL" in s.kafka_security_protocol:
-        import ssl
-        ssl_context = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
-    if "SASL" in s.kafka_security_protocol:
-        return faust.SASLCredentials(username=s.kafka_sasl_username,
-                                     password=s.kafka_sasl_password,
-                                     mechanism=s.kafka_sasl_mechanism or "PLAIN",
-                                     ssl_context=ssl_context)
-    return ssl_context
+class FaustOutputs:
+    """:class:`pipeline.stream.batch.Outputs` over the app's topics, table and sink."""
+
+    def __init__(self, *, dlq, alerts, summaries, table, sink, db_thread, metrics):
+        self.dlq, self.alerts, self.summaries, self.table = dlq, alerts, summaries, table
+        self.sink, self.db_thread, self.metrics = sink, db_thread, metrics
+
+    async def dead_letter(self, key: bytes | None, value: bytes) -> None:
+        self.metrics.dlq += 1
+        await self.dlq.send(key=key, value=value)
+
+    async def store(self, d: Detected) -> None:
+        """The batch's rows and alerts; the sink retries until they land (backpressure)."""
+        await asyncio.get_running_loop().run_in_executor(
+            self.db_thread, self.sink.write, d.kept, d.scored, d.alerts, d.dedup)
+        self.metrics.stored(d.produced)
+
+    async def alert(self, a: Alert) -> None:
+        self.metrics.alerts[a.severity] += 1
+        await self.alerts.send(key=a.tenant_id.encode(), value=orjson.dumps(a.to_dict()))
+
+    async def state(self, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            self.table.pop(key, None)   # a tombstone: compaction drops it
+        else:
+            self.table[key] = value
+
+    async def summary(self, summary: dict) -> None:
+        await self.summaries.send(key=summary["account"].encode(), value=orjson.dumps(summary))
+
+    async def commit(self, offsets: dict[int, int]) -> None:
+        """Nothing to do: Faust acknowledges a batch's messages when the agent asks for the
+        next batch (``take_events``), after this, and commits acknowledged offsets."""
 
 
 def create_app(settings: Settings) -> faust.App:
     s = settings
     app = faust.App(
         s.app_id,
-        broker=[f"kafka://{h}" for h in s.kafka_bootstrap.split(",")],
-        broker_credentials=broker_credentials(s),
+        broker=[f"kafka://{h}" for h in bootstrap(s)],
+        broker_credentials=faust_credentials(s),
         store="memory://",
         datadir=s.data_dir,
         topic_partitions=s.partitions,
@@ -133,27 +139,20 @@ def create_app(settings: Settings) -> faust.App:
                       use_partitioner=True, key_type=bytes, value_type=bytes)
 
     metrics = Metrics()
-    # the sketcher's own LRU bound sits above the live-tenant ceiling, so it only drops
+    # the campaign stage runs in its own agent below, so the processor has none; the
+    # sketcher's own LRU bound sits above the live-tenant ceiling, so it only drops
     # accounts the checkpoints already evicted (it has no forget of its own)
-    sketcher, stage = make_campaigns(s.campaigns, max_accounts=s.max_tenants * 11 // 10)
-    detector = make_detector(s.detector, s.prior)
-    # the campaign stage runs in its own agent below, so the processor has none
-    embedder = make_embedder(s.embedder, s.embedding_dim)
-    processor = Processor(detector, embedder, sketcher=sketcher, vector_cache=s.vector_cache)
+    processor, stage = build.processor(s, stage_here=False,
+                                       max_accounts=s.max_tenants * 11 // 10)
     # Privacy by default: unless prompts are to be stored as text, ingest embeds them and
     # the internal topic carries vectors, text signals and pseudonyms, not raw fields.
     redactor = None if s.store_prompts == "text" else Redactor(
-        PromptVectors(embedder, s.vector_cache), s.prompt_salt, s.store_prompts)
-    global_parts = {}
-    if hasattr(detector, "dump_population"):
-        global_parts["population.bin"] = (detector, "dump_population", "load_population")
-    if stage is not None:
-        global_parts["campaigns.bin"] = (stage, "dump", "load")
-    checkpoints = Checkpoints([p for p in (detector, sketcher) if p is not None], s.data_dir,
-                              global_parts, idle_ms=s.tenant_idle_hours * 3_600_000,
-                              max_tenants=s.max_tenants)
-    sink = ClickHouseSink(s.clickhouse_dsn, store_prompts=s.store_prompts,
-                          prompt_salt=s.prompt_salt, fault_file=s.fault_file)
+        PromptVectors(processor.embedder, s.vector_cache), s.prompt_salt, s.store_prompts)
+    checkpoints = build.checkpoints(s, processor, stage)
+    # The table is only read on the detector thread, and Faust pauses the streams while it
+    # recovers the table after a rebalance.
+    core = BatchCore(processor, checkpoints, state.get, s.topic_events)
+    sink = build.sink(s)
     # One thread owns ClickHouse (the embedded engine is not shared across threads);
     # another runs the detector so the event loop keeps serving Kafka heartbeats.
     db_thread = ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
@@ -170,37 +169,8 @@ def create_app(settings: Settings) -> faust.App:
     async def ingest():
         await repartitioner.run()
 
-    def load_states(batch, expired=frozenset()):
-        """Decode a batch, restore unknown tenants from the table, drop already-learned events.
-
-        Runs on the detector thread: the in-memory table is only read here, and Faust pauses
-        the streams while it recovers the table after a rebalance."""
-        todo = []
-        for ev in batch:
-            msg = ev.message
-            for i, e in enumerate(decode_batch(ev.value)):
-                if not checkpoints.known(e.tenant_id):
-                    checkpoints.restore(e.tenant_id, None if e.tenant_id in expired
-                                        else state.get(e.tenant_id.encode()), e.ts_ms)
-                pos = (msg.partition, (msg.offset << 16) | i)
-                if checkpoints.already_learned(e.tenant_id, pos):
-                    metrics.replayed_skipped += 1
-                    continue
-                e.extra["pos"] = pos
-                todo.append(e)
-        return todo
-
-    def detect_batch(batch):
-        """Evict idle tenants, decode, detect, and encode the touched tenants' state (all on
-        the detector thread; the table already holds every earlier batch's states)."""
-        expired = set(checkpoints.evict())
-        kept, scored, alerts, failed = processor.process_safely(load_states(batch, expired))
-        states = []
-        for tenant, pos in checkpoints.touched(kept):
-            value = checkpoints.encode(tenant, pos[1])
-            if value is not None:
-                states.append((tenant.encode(), value))
-        return kept, scored, alerts, failed, states, expired
+    out = FaustOutputs(dlq=dlq, alerts=alerts_topic, summaries=summaries, table=state,
+                       sink=sink, db_thread=db_thread, metrics=metrics)
 
     @app.agent(events)
     async def detect(stream):
@@ -211,34 +181,15 @@ def create_app(settings: Settings) -> faust.App:
             state.changelog_topic.get_topic_name())
         async for batch in stream.take_events(64, within=s.sink_within_s):
             t0 = time.perf_counter()
-            kept, scored, alerts, failed, states, expired = await loop.run_in_executor(
-                cpu_thread, detect_batch, batch)
-            for e, err in failed:
-                metrics.dlq += 1
-                await dlq.send(key=e.tenant_id.encode(), value=dlq_record(
-                    orjson.dumps(e.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY),
-                    "internal_error", err, s.topic_events, e.extra["pos"][0],
-                    e.extra["pos"][1] >> 16))
-            for a in alerts:
-                a.stamped()
-            dedup = token(s.topic_events, *offset_ranges(batch))
-            await loop.run_in_executor(db_thread, sink.write, kept, scored, alerts, dedup)
-            metrics.stored(produced_at(batch))
-            for a in alerts:
-                metrics.alerts[a.severity] += 1
-                await alerts_topic.send(key=a.tenant_id.encode(), value=orjson.dumps(a.to_dict()))
-            for key, value in states:
-                state[key] = value
-            for tenant in expired - {key.decode() for key, _ in states}:
-                state.pop(tenant.encode(), None)   # a tombstone: compaction drops it
-            metrics.events_detected += len(kept)
+            detected = await loop.run_in_executor(cpu_thread, core.run, records(batch))
+            await deliver(detected, out)
+            metrics.replayed_skipped += detected.skipped
+            metrics.events_detected += len(detected.kept)
             metrics.duplicates = processor.duplicates
             metrics.tenants = checkpoints.tenants
             metrics.tenants_expired, metrics.tenants_evicted = (checkpoints.expired,
                                                                 checkpoints.evicted)
             metrics.detected(time.perf_counter() - t0)
-            for summary in processor.drain_summaries():
-                await summaries.send(key=summary["account"].encode(), value=orjson.dumps(summary))
             await loop.run_in_executor(cpu_thread, checkpoints.maybe_save_globals)
 
     @app.agent(summaries)
@@ -249,13 +200,12 @@ def create_app(settings: Settings) -> faust.App:
             found = [] if stage is None else await loop.run_in_executor(
                 cpu_thread, stage.update_many, [orjson.loads(ev.value) for ev in batch])
             for a in found:
-                a.stamped()
+                a.stamped(DETECTOR_VERSION)
             if found:
-                dedup = token(s.topic_summaries, *offset_ranges(batch))
-                await loop.run_in_executor(db_thread, sink.write, [], [], found, dedup)
+                await out.store(Detected(alerts=found, dedup=token(
+                    s.topic_summaries, *offset_ranges(records(batch)))))
             for a in found:
-                metrics.alerts[a.severity] += 1
-                await alerts_topic.send(key=a.tenant_id.encode(), value=orjson.dumps(a.to_dict()))
+                await out.alert(a)
             # saved on the detector thread: nothing mutates the models while they are pickled
             await loop.run_in_executor(cpu_thread, checkpoints.maybe_save_globals)
 
@@ -271,7 +221,7 @@ def create_app(settings: Settings) -> faust.App:
     async def refresh():
         metrics.sink_behind_s = sink.behind_s
         metrics.queries_refused = queries.refused
-        metrics.lag = {**consumer_lag(app, {s.topic_events}),
+        metrics.lag = {s.topic_events: faust_lag(app, s.topic_events),
                        s.topic_logs: await repartitioner.lag()}
 
     @app.page("/metrics")

@@ -32,6 +32,27 @@ _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
 _BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+def consumer_lag(partitions, highwater, next_offset) -> dict[str, int]:
+    """Messages behind the high watermark per topic, over a consumer's ``partitions``.
+
+    ``highwater(tp)`` and ``next_offset(tp)`` (the next offset the worker will read) come
+    from whichever client owns the partitions; a partition where either is unknown (None)
+    counts 0, so a restarted worker does not report a whole topic it will never re-read.
+
+    >>> from collections import namedtuple
+    >>> TP = namedtuple("TP", "topic partition")
+    >>> consumer_lag([TP("a", 0), TP("a", 1), TP("b", 0)], {TP("a", 0): 10, TP("a", 1): 4,
+    ...              TP("b", 0): None}.get, lambda tp: 3)
+    {'a': 8, 'b': 0}
+    """
+    lag: dict[str, int] = {}
+    for tp in partitions:
+        hw, nxt = highwater(tp), next_offset(tp)
+        lag[tp.topic] = lag.get(tp.topic, 0) + (0 if hw is None or nxt is None
+                                                else max(0, hw - nxt))
+    return lag
+
+
 class Metrics:
     """The worker's counters and gauges; the stages set them, the pages read them."""
 

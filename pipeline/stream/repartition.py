@@ -23,8 +23,11 @@ from typing import Callable, Iterator
 
 import orjson
 
+from pipeline import build
 from pipeline.contracts.events import ms_to_iso
 from pipeline.ingest import accept
+from pipeline.kafka_options import aiokafka_options
+from pipeline.stream.metrics import consumer_lag
 from pipeline.settings import Settings
 from pipeline.stream.codec import encode_batch, partition_for
 
@@ -94,20 +97,6 @@ def validate_batch(records, adapter, embedding_dim: int | None, partitions: int,
     return out, dead
 
 
-def client_options(s: Settings) -> dict:
-    """aiokafka connection options from the deployment's Kafka settings."""
-    opts: dict = {"bootstrap_servers": s.kafka_bootstrap.split(","),
-                  "security_protocol": s.kafka_security_protocol}
-    if "SSL" in s.kafka_security_protocol:
-        import ssl
-        opts["ssl_context"] = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
-    if "SASL" in s.kafka_security_protocol:
-        opts.update(sasl_mechanism=s.kafka_sasl_mechanism or "PLAIN",
-                    sasl_plain_username=s.kafka_sasl_username,
-                    sasl_plain_password=s.kafka_sasl_password)
-    return opts
-
-
 class Repartitioner:
     """The consume -> validate -> produce -> commit loop; ``send(partition, value,
     produced_ms)`` and ``dead(key, value)`` produce and return delivery futures (the app's
@@ -120,7 +109,7 @@ class Repartitioner:
         self.send, self.dead = send, dead
         self.metrics = metrics
         self.executor = executor
-        self.adapter = s.adapter()
+        self.adapter = build.adapter(s)
         self.consumer = None
         self.read: dict = {}   # TopicPartition -> last offset handed to validation
 
@@ -134,21 +123,15 @@ class Repartitioner:
         c = self.consumer
         if c is None:
             return 0
-        behind = 0
-        for tp in c.assignment():
-            hw = c.highwater(tp)
-            if hw is None:
-                continue
-            read = self.read.get(tp)
-            if read is not None:
-                nxt = read + 1
-            else:
+        parts = list(c.assignment())
+        nxt = {tp: self.read[tp] + 1 for tp in parts if tp in self.read}
+        for tp in parts:
+            if tp not in nxt:
                 try:
-                    nxt = await asyncio.wait_for(c.position(tp), 1.0)
+                    nxt[tp] = await asyncio.wait_for(c.position(tp), 1.0)
                 except Exception:  # noqa: BLE001 - position not known yet: say nothing
-                    continue
-            behind += max(0, hw - nxt)
-        return behind
+                    pass
+        return sum(consumer_lag(parts, c.highwater, nxt.get).values())
 
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer
@@ -157,7 +140,7 @@ class Repartitioner:
             s.topic_logs, group_id=f"{s.app_id}-ingest", enable_auto_commit=False,
             auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 2**20,
             fetch_max_bytes=64 * 2**20, session_timeout_ms=10_000,
-            heartbeat_interval_ms=2_000, **client_options(s))
+            heartbeat_interval_ms=2_000, **aiokafka_options(s))
         await c.start()
         loop = asyncio.get_running_loop()
         try:

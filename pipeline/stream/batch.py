@@ -1,0 +1,174 @@
+"""The detect stage's batch logic as a plain object: internal messages in, writes out.
+
+The Faust agent (:mod:`pipeline.stream.app`) only moves bytes: it hands :meth:`BatchCore.run`
+a batch of records, then performs the :class:`Detected` writes through :func:`deliver`. The
+rules that make delivery at-least-once without double learning live here, where
+:mod:`pipeline.testing.batches` drives them list-in/list-out, with no broker:
+
+- a tenant not live in this worker is restored from the state table first;
+- an event at or below the position its tenant has learned up to is skipped (re-delivered
+  after a crash or rebalance: the detector has it already);
+- a message that does not decode, or an event the detector fails on, becomes a dead letter,
+  and the batch goes on (it is committed like any other);
+- :func:`deliver` writes dead letters, the ClickHouse rows (one dedup token per offset
+  range, so a re-delivered batch adds no rows), alerts, tenant states and summaries, and
+  only then commits the offsets. A crash anywhere before the commit re-delivers the batch:
+  rows and alerts are idempotent, and the states say what was learned.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import orjson
+
+from pipeline.contracts.alerts import Alert
+from pipeline.contracts.events import Event
+from pipeline.detect import DETECTOR_VERSION
+from pipeline.process import Processor
+from pipeline.sinks.clickhouse import token
+from pipeline.stream.codec import decode_batch
+from pipeline.stream.repartition import dlq_record
+from pipeline.stream.state import Checkpoints
+
+log = logging.getLogger(__name__)
+
+PRODUCED_HEADER = "cw-produced-ms"   # internal messages: oldest source record's produce time
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed message, as the core needs it (what a Kafka record carries)."""
+
+    partition: int
+    offset: int
+    value: bytes
+    headers: tuple = ()
+
+
+@dataclass(slots=True)
+class Detected:
+    """What one batch leaves to be written, in the order :func:`deliver` writes it."""
+
+    dead: list[tuple[bytes, bytes]] = field(default_factory=list)    # (key, DLQ record)
+    kept: list[Event] = field(default_factory=list)                  # rows for ClickHouse
+    scored: Sequence = ()
+    alerts: list[Alert] = field(default_factory=list)
+    dedup: str = ""                                                  # the rows' dedup token
+    states: list[tuple[bytes, bytes | None]] = field(default_factory=list)  # None: delete
+    summaries: list[dict] = field(default_factory=list)              # -> the campaign stage
+    offsets: dict[int, int] = field(default_factory=dict)            # partition -> next offset
+    produced: list[float] = field(default_factory=list)              # source produce times (s)
+    skipped: int = 0                                                 # re-deliveries not learned
+
+
+def offset_ranges(records: Sequence[Record]) -> list[tuple[int, int, int]]:
+    """(partition, first, last offset) per partition of a batch: what a dedup token names."""
+    ranges: dict[int, list[int]] = {}
+    for r in records:
+        lo_hi = ranges.setdefault(r.partition, [r.offset, r.offset])
+        lo_hi[0], lo_hi[1] = min(lo_hi[0], r.offset), max(lo_hi[1], r.offset)
+    return sorted((p, a, b) for p, (a, b) in ranges.items())
+
+
+def produced_at(records: Sequence[Record]) -> list[float]:
+    """Source produce times (s) of a batch's internal messages, from their header."""
+    out = []
+    for r in records:
+        for k, v in (r.headers.items() if isinstance(r.headers, dict) else r.headers or ()):
+            if k == PRODUCED_HEADER:
+                out.append(int(v) / 1000)
+    return out
+
+
+class BatchCore:
+    """Restore, skip, detect, checkpoint: one batch of the internal topic at a time.
+
+    ``table_get(key) -> bytes | None`` reads the tenant-state table (keys are tenant ids as
+    bytes); the writes come back in :attr:`Detected.states`, so the caller owns the table.
+    """
+
+    def __init__(self, processor: Processor, checkpoints: Checkpoints, table_get,
+                 topic: str):
+        self.processor = processor
+        self.checkpoints = checkpoints
+        self.table_get = table_get
+        self.topic = topic
+
+    def _load(self, records: Sequence[Record], expired: set[str], out: Detected) -> list[Event]:
+        """Decode, restore unknown tenants, drop already-learned events."""
+        cp, todo = self.checkpoints, []
+        for r in records:
+            try:
+                events = decode_batch(r.value)
+            except Exception as exc:  # noqa: BLE001 - a poison message must not stop the stream
+                out.dead.append((b"", dlq_record(r.value, "internal_error",
+                                                 f"undecodable: {exc!r}"[:300], self.topic,
+                                                 r.partition, r.offset)))
+                continue
+            for i, e in enumerate(events):
+                if not cp.known(e.tenant_id):
+                    cp.restore(e.tenant_id, None if e.tenant_id in expired
+                               else self.table_get(e.tenant_id.encode()), e.ts_ms)
+                pos = (r.partition, (r.offset << 16) | i)
+                if cp.already_learned(e.tenant_id, pos):
+                    out.skipped += 1
+                    continue
+                e.extra["pos"] = pos
+                todo.append(e)
+        return todo
+
+    def run(self, records: Sequence[Record]) -> Detected:
+        """Evict idle tenants, then detect a batch; the table must already hold every
+        earlier batch's states (the caller delivered them)."""
+        cp, out = self.checkpoints, Detected()
+        expired = set(cp.evict())
+        out.kept, out.scored, out.alerts, failed = self.processor.process_safely(
+            self._load(records, expired, out))
+        for e, err in failed:
+            partition, position = e.extra["pos"]
+            out.dead.append((e.tenant_id.encode(), dlq_record(
+                orjson.dumps(e.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY),
+                "internal_error", err, self.topic, partition, position >> 16)))
+        for a in out.alerts:
+            a.stamped(DETECTOR_VERSION)
+        for tenant, pos in cp.touched(out.kept):
+            value = cp.encode(tenant, pos[1])
+            if value is not None:
+                out.states.append((tenant.encode(), value))
+        written = {key for key, _ in out.states}
+        out.states += [(t.encode(), None) for t in sorted(expired) if t.encode() not in written]
+        out.summaries = self.processor.drain_summaries()
+        out.dedup = token(self.topic, *offset_ranges(records))
+        out.offsets = {p: last + 1 for p, _, last in offset_ranges(records)}
+        out.produced = produced_at(records)
+        return out
+
+
+class Outputs(Protocol):
+    """Where a batch's writes go: the Faust app's topics, table and sink, or the test kit's
+    lists. Each call returns when the write is done (or, for a topic, handed over)."""
+
+    async def dead_letter(self, key: bytes, value: bytes) -> None: ...
+    async def store(self, batch: Detected) -> None: ...
+    async def alert(self, alert: Alert) -> None: ...
+    async def state(self, key: bytes, value: bytes | None) -> None: ...
+    async def summary(self, summary: dict) -> None: ...
+    async def commit(self, offsets: dict[int, int]) -> None: ...
+
+
+async def deliver(batch: Detected, out: Outputs) -> None:
+    """One batch's writes, in the order at-least-once needs: everything the batch produced
+    is written before its offsets are committed, and rows before the states that say they
+    were learned."""
+    for key, value in batch.dead:
+        await out.dead_letter(key, value)
+    await out.store(batch)
+    for a in batch.alerts:
+        await out.alert(a)
+    for key, value in batch.states:
+        await out.state(key, value)
+    for s in batch.summaries:
+        await out.summary(s)
+    await out.commit(batch.offsets)

@@ -1,0 +1,113 @@
+"""The detect stage's commit rules, list-in/list-out (pipeline/stream/batch.py, no broker).
+
+A worker restart is a new core (new detector, processor, checkpoints) over what survives a
+crash: the state table, the committed offsets and what was already written
+(:class:`pipeline.testing.batches.Topic`).
+"""
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from pipeline.contracts.events import Event
+from pipeline.detect.burst import BurstDetector
+from pipeline.stream.batch import Record
+from pipeline.testing.batches import Crash, Topic, messages
+
+T0 = 1_767_225_600_000
+
+
+class Fussy(BurstDetector):
+    """Fails on one tenant, like a detector bug triggered by one customer's data."""
+
+    def update(self, event):
+        if event.tenant_id == "poison":
+            raise RuntimeError("boom")
+        return super().update(event)
+
+
+def detector() -> BurstDetector:
+    return Fussy(min_events=50, ratio=5.0)
+
+
+def stream() -> list[Event]:
+    """Two quiet tenants, one of which bursts (one alert) after half an hour."""
+    quiet = [Event(f"q{k}-{i}", T0 + i * 60_000 + k, f"t{k}") for k in (1, 2) for i in range(30)]
+    loud = [Event(f"l{i}", T0 + 31 * 60_000 + i * 100, "t1") for i in range(100)]
+    return sorted(quiet + loud, key=lambda e: e.ts_ms)
+
+
+def learned(topic: Topic) -> dict:
+    """What the table says each tenant learned: its events seen (BurstDetector's count)."""
+    import pickle
+    import struct
+    out = {}
+    for key, value in topic.out.table.items():
+        (n,) = struct.unpack_from(">I", value, 12)
+        out[key] = pickle.loads(value[16:16 + n]).seen
+    return out
+
+
+def test_poison_message_and_event_become_dead_letters_and_the_batch_commits():
+    good = messages([Event(f"g{i}", T0 + i, "t1") for i in range(4)], per_message=2)
+    poison = messages([Event("p1", T0, "poison"), Event("p2", T0 + 1, "poison")], start=2,
+                      per_message=2)
+    garbage = [Record(0, 3, b"\x00\x00\x00\x09not json!")]
+    topic = Topic(good + poison + garbage)
+    topic.run(topic.core(detector()), batch=10)
+    dead = sorted((orjson.loads(v) for _, v in topic.out.dead), key=lambda d: d["offset"])
+    assert sorted((d["reason"], d["offset"]) for d in dead) == [
+        ("internal_error", 2), ("internal_error", 2), ("internal_error", 3)]
+    assert "boom" in dead[0]["detail"] and "undecodable" in dead[2]["detail"]
+    assert [e.event_id for e in topic.out.stored_events] == ["g0", "g1", "g2", "g3"]
+    assert topic.out.commits == [{0: 4}]          # committed past the poison, not stuck on it
+
+
+def test_a_redelivered_event_is_not_learned_twice():
+    """Offsets not committed (a lost commit): a restarted worker reads everything again, and
+    learns none of it a second time; the rows keep their dedup tokens."""
+    topic = Topic(messages(stream(), per_message=10))
+    topic.run(topic.core(detector()), batch=2)
+    before, tokens = learned(topic), [d.dedup for d in topic.out.stored]
+    assert before == {b"t1": 130, b"t2": 30}
+    topic.out.committed.clear()
+    again = topic.core(detector())
+    topic.run(again, batch=2)
+    assert learned(topic) == before
+    assert again.processor.detector._tenants.keys() == {"t1", "t2"}   # restored, not relearned
+    assert all(not d.kept for d in topic.out.stored[len(tokens):])
+    assert [d.dedup for d in topic.out.stored[len(tokens):]] == tokens
+
+
+def test_every_write_of_a_batch_comes_before_its_commit():
+    topic = Topic(messages(stream(), per_message=10))
+    topic.run(topic.core(detector()), batch=2)
+    assert topic.out.alerts, "the stream bursts: an alert must be written"
+    steps = topic.out.steps
+    for n in range(1, topic.out.batch + 1):
+        mine = [s for s, b in steps if b == n]
+        assert mine[-1] == "commit" and mine.count("commit") == 1, mine
+        assert mine.index("store") < mine.index("state"), mine   # rows before "learned"
+    assert any(s == "alert" for s, _ in steps)
+
+
+@pytest.mark.parametrize("crash_before", ["alert", "state", "commit"])
+def test_a_crash_between_store_and_commit_replays_without_double_learning(crash_before):
+    """The worker dies after storing a batch in the middle of the stream (the one that
+    alerts, for "alert"), and restarts from the last commit."""
+    reference = Topic(messages(stream(), per_message=10))
+    reference.run(reference.core(detector()), batch=2)
+
+    topic = Topic(messages(stream(), per_message=10))
+    with pytest.raises(Crash):
+        topic.run(topic.core(detector()), batch=2, crash_before=crash_before, crash_from=4)
+    stored = len(topic.out.stored)
+    assert stored >= 4 and topic.out.committed
+    topic.run(topic.core(detector()), batch=2)           # the restart
+
+    assert learned(topic) == learned(reference) == {b"t1": 130, b"t2": 30}
+    assert topic.out.table == reference.out.table
+    # the batch stored before the crash is stored again under the same token (no new rows)
+    assert topic.out.stored[stored].dedup == topic.out.stored[stored - 1].dedup
+    assert {a.alert_id for a in topic.out.alerts} == {a.alert_id for a in reference.out.alerts}
+    assert all(a.detector_version for a in topic.out.alerts)
