@@ -18,6 +18,9 @@ from pipeline.detect.base import Detector, Scored, batch_alerts
 log = logging.getLogger(__name__)
 
 
+DETECTORS = ("coverwatch", "burst")   # what make_detector builds (the check suite runs each)
+
+
 def make_detector(name: str = "coverwatch", prior: str = "text") -> Detector:
     """The detector by name; ``prior``: the coverwatch population prior's embedding space
     (``text``, ``provided`` or ``none``, see :mod:`pipeline.detect.prior`)."""
@@ -27,7 +30,7 @@ def make_detector(name: str = "coverwatch", prior: str = "text") -> Detector:
     if name == "coverwatch":
         from pipeline.detect.coverwatch import CoverwatchDetector
         return CoverwatchDetector(prior=None if prior == "none" else prior)
-    raise SystemExit(f"unknown detector {name!r} (coverwatch or burst)")
+    raise SystemExit(f"unknown detector {name!r} (one of {', '.join(DETECTORS)})")
 
 
 def make_embedder(name: str, dim: int):

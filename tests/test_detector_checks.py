@@ -50,6 +50,14 @@ def _factories():
 FACTORIES = _factories()
 
 
+def test_the_suite_covers_every_detector_and_baseline():
+    """Every name the worker can run and every baseline the benchmark runs gets the checks:
+    a new detector, or a renamed registry, fails here instead of going unchecked."""
+    from pipeline.bench.baselines import BASELINES
+    from pipeline.process import DETECTORS
+    assert sorted(p.id for p in FACTORIES) == sorted([*DETECTORS, *BASELINES])
+
+
 def stream(n: int = 1500, seed: int = 0) -> list[Event]:
     rng = np.random.default_rng(seed)
     topics = rng.standard_normal((6, 24)).astype(np.float32)
