@@ -1,9 +1,9 @@
 """pipeline/stream/state.py: what a restarted worker restores, skips and discards.
 
-The driver below does what the worker's detect agent does with a batch (app.py's
-``load_states`` / ``detect_batch``): restore unknown tenants from the table, skip events
-at or below the position a tenant has learned up to, process, write the touched tenants
-back, save the global models. A "crash" is a new set of objects (detector, sketcher,
+The driver below runs the worker's own batch core (:class:`pipeline.stream.batch.BatchCore`:
+restore unknown tenants from the table, skip events at or below the position a tenant has
+learned up to, process, write the touched tenants back) and the campaign stage over the
+summaries, one event per message. A "crash" is a new set of objects (detector, sketcher,
 stage, Checkpoints) over the same table and data directory, with the batches after the
 last commit delivered again.
 """
@@ -14,12 +14,16 @@ import logging
 import numpy as np
 import pytest
 
+from pipeline import build
 from pipeline.campaigns import AccountSketcher, CampaignStage
 from pipeline.contracts.events import Event
 from pipeline.detect.coverwatch import CoverwatchDetector
 from pipeline.process import Processor
+from pipeline.settings import Settings
 from pipeline.stream import state as state_mod
+from pipeline.stream.batch import BatchCore
 from pipeline.stream.state import Checkpoints
+from pipeline.testing.batches import messages
 
 from tests.test_detector_checks import stream
 
@@ -39,30 +43,20 @@ class Worker:
         self.stage = CampaignStage(seed=0, warmup=5, min_members=2)
         self.proc = Processor(self.det, None, sketcher=self.sketcher)
         self.table = table
-        self.cp = Checkpoints([self.det, self.sketcher], data_dir, {
-            "population.bin": (self.det, "dump_population", "load_population"),
-            "campaigns.bin": (self.stage, "dump", "load")})
+        self.cp = build.checkpoints(Settings(data_dir=data_dir), self.proc, self.stage)
+        self.core = BatchCore(self.proc, self.cp, table.get, "events")
         self.skipped = 0
 
     def batch(self, offset: int, events) -> list:
-        todo = []
-        for i, e in enumerate(events):
-            if not self.cp.known(e.tenant_id):
-                self.cp.restore(e.tenant_id, self.table.get(e.tenant_id))
-            pos = (0, ((offset + i) << 16))
-            if self.cp.already_learned(e.tenant_id, pos):
-                self.skipped += 1
-                continue
-            e.extra["pos"] = pos
-            todo.append(e)
-        kept, scored, alerts, failed = self.proc.process_safely(todo)
-        assert not failed
-        for tenant, pos in self.cp.touched(kept):
-            value = self.cp.encode(tenant, pos[1])
-            if value is not None:
-                self.table[tenant] = value
-        alerts += self.stage.update_many(self.proc.drain_summaries())
-        return alerts
+        d = self.core.run(messages(events, start=offset))
+        assert not d.dead
+        for key, value in d.states:
+            if value is None:
+                self.table.pop(key, None)
+            else:
+                self.table[key] = value
+        self.skipped += d.skipped
+        return d.alerts + self.stage.update_many(d.summaries)
 
     def run(self, events, start: int, end: int) -> list:
         out = []
@@ -133,7 +127,7 @@ def test_state_of_another_version_is_discarded(events, tmp_path, monkeypatch, ca
     assert table
     with caplog.at_level(logging.WARNING):
         new = Worker(table, str(tmp_path))
-        new.cp.restore("t1", table["t1"])
+        new.cp.restore("t1", table[b"t1"])
     assert "another detector version" in caplog.text and "another version" in caplog.text
     assert new.det.dump_tenant("t1") is None and new.sketcher.dump_tenant("t1") is None
     assert new.det.dump_population() != old.det.dump_population()
@@ -143,9 +137,9 @@ def test_state_of_another_version_is_discarded(events, tmp_path, monkeypatch, ca
 def test_an_unreadable_checkpoint_starts_the_tenant_fresh(events, tmp_path, caplog):
     w = Worker({}, str(tmp_path))
     w.run(events, 0, 300)
-    good = w.table["t1"]
+    good = w.table[b"t1"]
     broken = good[:state_mod._HEADER.size] + b"\x00\x00\x00\x10" + b"not a pickle at all!"
-    fresh = Worker({"t1": broken}, str(tmp_path / "other"))
+    fresh = Worker({b"t1": broken}, str(tmp_path / "other"))
     with caplog.at_level(logging.ERROR):
         fresh.cp.restore("t1", broken)
     assert "unreadable checkpoint" in caplog.text
