@@ -12,8 +12,8 @@ import argparse
 import gc
 import tracemalloc
 
-from pipeline.contracts.events import Event
 from pipeline import build
+from pipeline.contracts.events import Event
 from pipeline.settings import Settings
 from pipeline.stream.state import Checkpoints
 

@@ -27,9 +27,9 @@ from pipeline import build
 from pipeline.contracts.events import ms_to_iso
 from pipeline.ingest import accept
 from pipeline.kafka_options import aiokafka_options
-from pipeline.stream.metrics import consumer_lag
 from pipeline.settings import Settings
 from pipeline.stream.codec import encode_batch, partition_for
+from pipeline.stream.metrics import consumer_lag
 
 log = logging.getLogger("coverwatch.ingest")
 
