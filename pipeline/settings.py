@@ -61,6 +61,7 @@ class Settings:
     campaigns: bool = True             # the coordinated-campaign stage
     topic_summaries: str = "coverwatch-summaries"   # account summaries -> campaign stage
     input_format: str = "coverwatch"   # coverwatch | otel-genai | litellm | kong | bedrock
+    input_keyed: bool = False          # api-logs is keyed by tenant: no repartition hop
     fault_file: str = ""               # tests only: while this file exists, inserts fail
     adapter_options: str = ""          # JSON object, e.g. {"tenant_field": "user_api_key_team_id"}
 
@@ -105,6 +106,7 @@ class Settings:
             campaigns=env.get("COVERWATCH_CAMPAIGNS", "1") not in ("0", "false", "no"),
             topic_summaries=env.get("TOPIC_SUMMARIES", d.topic_summaries),
             input_format=env.get("COVERWATCH_INPUT_FORMAT", d.input_format),
+            input_keyed=env.get("COVERWATCH_INPUT_KEYED", "0") in ("1", "true", "yes"),
             adapter_options=env.get("COVERWATCH_ADAPTER_OPTIONS", ""),
             fault_file=env.get("COVERWATCH_FAULT_FILE", ""),
         )

@@ -11,7 +11,9 @@ import pytest
 
 from pipeline.contracts.events import Event
 from pipeline.detect.burst import BurstDetector
-from pipeline.stream.batch import Record
+from pipeline.adapters import native
+from pipeline.stream.batch import Record, keyed_logs
+from pipeline.stream.codec import partition_for
 from pipeline.testing.batches import Crash, Topic, messages
 
 T0 = 1_767_225_600_000
@@ -111,3 +113,50 @@ def test_a_crash_between_store_and_commit_replays_without_double_learning(crash_
     assert topic.out.stored[stored].dedup == topic.out.stored[stored - 1].dedup
     assert {a.alert_id for a in topic.out.alerts} == {a.alert_id for a in reference.out.alerts}
     assert all(a.detector_version for a in topic.out.alerts)
+
+
+def keyed(events: list[Event], partitions: int = 4) -> list[Record]:
+    """``events`` as their producers send them to a topic keyed by tenant: one JSON object
+    per message, on the tenant's partition (what ``coverwatch produce`` does)."""
+    offsets: dict[int, int] = {}
+    out = []
+    for e in events:
+        p = partition_for(e.tenant_id, partitions)
+        offsets[p] = offsets.get(p, -1) + 1
+        out.append(Record(p, offsets[p], orjson.dumps(e.to_dict()), e.tenant_id.encode()))
+    return out
+
+
+def keyed_core(topic: Topic):
+    return topic.core(detector(), decode=keyed_logs(native, None, 4, "api-logs"))
+
+
+def test_keyed_input_validates_and_refuses_events_on_the_wrong_partition():
+    """No repartition hop: raw messages are validated in the batch, bad ones dead-lettered
+    with their own reason, and an event whose tenant lives on another partition is refused
+    (its state is not here, and positions of two partitions do not compare)."""
+    good = keyed([Event(f"g{i}", T0 + i, "t1") for i in range(3)])
+    home = good[0].partition
+    stray = Event("s1", T0, next(t for t in (f"x{k}" for k in range(99))
+                                 if partition_for(t, 4) != home))
+    topic = Topic(good + [Record(home, 3, b"{not json", b"t1"),
+                          Record(home, 4, orjson.dumps(stray.to_dict()), b"t1")])
+    topic.run(keyed_core(topic), batch=10)
+    dead = sorted((orjson.loads(v) for _, v in topic.out.dead), key=lambda d: d["offset"])
+    assert [(d["reason"], d["offset"], d["topic"]) for d in dead] == [
+        ("invalid_json", 3, "api-logs"), ("internal_error", 4, "api-logs")]
+    assert "not keyed by tenant" in dead[1]["detail"]
+    assert [e.event_id for e in topic.out.stored_events] == ["g0", "g1", "g2"]
+    assert topic.out.commits == [{home: 5}]
+
+
+@pytest.mark.parametrize("crash_before", ["state", "commit"])
+def test_keyed_input_replays_a_crash_without_double_learning(crash_before):
+    reference = Topic(keyed(stream()))
+    reference.run(keyed_core(reference), batch=20)
+    topic = Topic(keyed(stream()))
+    with pytest.raises(Crash):
+        topic.run(keyed_core(topic), batch=20, crash_before=crash_before, crash_from=4)
+    topic.run(keyed_core(topic), batch=20)
+    assert learned(topic) == learned(reference) == {b"t1": 130, b"t2": 30}
+    assert {a.alert_id for a in topic.out.alerts} == {a.alert_id for a in reference.out.alerts}

@@ -52,9 +52,12 @@ def second_burst(n: int = 600) -> list[bytes]:
             for i in range(n)]
 
 
-def test_worker_end_to_end_with_restart(worker_factory):
+@pytest.mark.parametrize("keyed", ["0", "1"], ids=["repartitioned", "keyed-input"])
+def test_worker_end_to_end_with_restart(worker_factory, keyed):
+    """The same guarantees with the repartition hop and without it (``produce`` keys the
+    input topic by tenant, so ``COVERWATCH_INPUT_KEYED=1`` detects straight from it)."""
     w = worker_factory(COVERWATCH_DETECTOR="burst", COVERWATCH_EMBEDDER="none",
-                       COVERWATCH_TEST_STOP_MERGES="1").start()
+                       COVERWATCH_TEST_STOP_MERGES="1", COVERWATCH_INPUT_KEYED=keyed).start()
     s = w.settings
     msgs, n_bad = traffic()
     n_good = len(msgs) - n_bad

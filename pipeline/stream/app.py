@@ -7,6 +7,10 @@ which is the repartition) -> ``detect`` (each batch through
 :func:`pipeline.stream.batch.deliver`: alerts -> ``alerts``; rows -> ClickHouse; tenant
 state -> the ``tenant-state`` table, whose changelog restores it after a restart).
 
+With ``COVERWATCH_INPUT_KEYED=1`` (``api-logs`` is keyed by tenant, as ``coverwatch produce``
+and the adapters' documented producers do) there is no ingest stage: ``detect`` reads
+``api-logs`` itself and validates in the batch (:func:`pipeline.stream.batch.keyed_logs`).
+
 Delivery is at-least-once (the rules, and their tests, are in :mod:`pipeline.stream.batch`):
 a batch's offsets are acknowledged only after its ClickHouse insert succeeded (the sink
 retries, which is the backpressure), and every write is idempotent.
@@ -28,8 +32,7 @@ from pipeline.kafka_options import bootstrap, faust_credentials
 from pipeline.process import PromptVectors
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import token
-from pipeline.stream.batch import (PRODUCED_HEADER, BatchCore, Detected, Record, deliver,
-                                   offset_ranges)
+from pipeline.stream.batch import BatchCore, Detected, Record, deliver, keyed_logs, offset_ranges
 from pipeline.stream.metrics import CONTENT_TYPE, Metrics, consumer_lag
 from pipeline.stream.query_endpoint import QueryEndpoint
 from pipeline.stream.redact import Redactor
@@ -39,13 +42,24 @@ log = logging.getLogger("coverwatch.worker")
 
 
 INTERNAL_MAX_BYTES = 8 * 1024 * 1024
+PRODUCED_HEADER = "cw-produced-ms"   # internal messages: oldest source record's produce time
 PRODUCER_BATCH_BYTES = 1024 * 1024
 
 
-def records(batch) -> list[Record]:
-    """Faust events -> what :class:`BatchCore` reads."""
-    return [Record(ev.message.partition, ev.message.offset, ev.value,
-                   ev.message.headers or ()) for ev in batch]
+def produced_ms(headers) -> float | None:
+    """The source produce time (s) an internal message carries in its header."""
+    for k, v in (headers.items() if isinstance(headers, dict) else headers or ()):
+        if k == PRODUCED_HEADER:
+            return int(v) / 1000
+    return None
+
+
+def records(batch, source: bool = False) -> list[Record]:
+    """Faust events -> what :class:`BatchCore` reads; ``source``: they are the producers'
+    own records (keyed input), whose Kafka timestamp is their produce time."""
+    return [Record(m.partition, m.offset, ev.value, m.key,
+                   m.timestamp if source else produced_ms(m.headers))
+            for ev in batch for m in (ev.message,)]
 
 
 def faust_lag(app, topic: str) -> int:
@@ -127,11 +141,16 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
     )
+    keyed = s.input_keyed
     dlq = app.topic(s.topic_dlq, value_type=bytes, key_type=bytes)
     alerts_topic = app.topic(s.topic_alerts, value_type=bytes, key_type=bytes)
-    events = app.topic(s.topic_events, value_type=bytes, key_type=bytes,
-                       partitions=s.partitions, internal=True,
-                       config={"max.message.bytes": str(INTERNAL_MAX_BYTES)})
+    # What the detect agent reads: the internal topic the ingest stage repartitions into, or,
+    # when the input is already keyed by tenant, the input topic itself (no second hop).
+    # Either is co-partitioned with the tenant-state table.
+    source = app.topic(s.topic_logs, value_type=bytes, key_type=bytes,
+                       partitions=s.partitions) if keyed else app.topic(
+        s.topic_events, value_type=bytes, key_type=bytes, partitions=s.partitions,
+        internal=True, config={"max.message.bytes": str(INTERNAL_MAX_BYTES)})
     # One partition: the campaign stage must see every account's summary (few per account).
     summaries = app.topic(s.topic_summaries, value_type=bytes, key_type=bytes, partitions=1,
                           internal=True)
@@ -151,7 +170,10 @@ def create_app(settings: Settings) -> faust.App:
     checkpoints = build.checkpoints(s, processor, stage)
     # The table is only read on the detector thread, and Faust pauses the streams while it
     # recovers the table after a rebalance.
-    core = BatchCore(processor, checkpoints, state.get, s.topic_events)
+    core = BatchCore(processor, checkpoints, state.get, source.get_topic_name(),
+                     decode=keyed_logs(build.adapter(s), s.embedding_dim, s.partitions,
+                                       s.topic_logs) if keyed else None,
+                     redact=redactor if keyed else None)
     sink = build.sink(s)
     # One thread owns ClickHouse (the embedded engine is not shared across threads);
     # another runs the detector so the event loop keeps serving Kafka heartbeats.
@@ -159,30 +181,35 @@ def create_app(settings: Settings) -> faust.App:
     cpu_thread = ThreadPoolExecutor(1, thread_name_prefix="detector")
     ingest_thread = ThreadPoolExecutor(1, thread_name_prefix="ingest")
 
-    repartitioner = Repartitioner(
-        s, send=lambda p, value, produced: events.send(
+    repartitioner = None if keyed else Repartitioner(
+        s, send=lambda p, value, produced: source.send(
             value=value, partition=p, headers=[(PRODUCED_HEADER, produced)]),
         dead=lambda key, value: dlq.send(key=key, value=value),
         metrics=metrics, executor=ingest_thread, redact=redactor)
 
-    @app.task
-    async def ingest():
-        await repartitioner.run()
+    if repartitioner is not None:
+        @app.task
+        async def ingest():
+            await repartitioner.run()
 
     out = FaustOutputs(dlq=dlq, alerts=alerts_topic, summaries=summaries, table=state,
                        sink=sink, db_thread=db_thread, metrics=metrics)
 
-    @app.agent(events)
+    @app.agent(source)
     async def detect(stream):
         loop = asyncio.get_running_loop()
         # Table writes pick their changelog partition from the producer's metadata, which
         # knows only the topics it was asked about (ingest may send before the table exists).
         await app.producer._ensure_producer().client._wait_on_metadata(
             state.changelog_topic.get_topic_name())
-        async for batch in stream.take_events(64, within=s.sink_within_s):
+        # internal messages carry many events each; source records one or a few
+        async for batch in stream.take_events(s.sink_batch if keyed else 64,
+                                              within=s.sink_within_s):
             t0 = time.perf_counter()
-            detected = await loop.run_in_executor(cpu_thread, core.run, records(batch))
+            detected = await loop.run_in_executor(cpu_thread, core.run, records(batch, keyed))
             await deliver(detected, out)
+            if keyed:
+                metrics.events_in += len(batch)
             metrics.replayed_skipped += detected.skipped
             metrics.events_detected += len(detected.kept)
             metrics.duplicates = processor.duplicates
@@ -211,7 +238,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):
-        ours = events.get_topic_name()
+        ours = source.get_topic_name()
         checkpoints.forget_partitions({tp.partition for tp in revoked if tp.topic == ours})
 
     @app.timer(interval=10.0)
@@ -221,8 +248,9 @@ def create_app(settings: Settings) -> faust.App:
     async def refresh():
         metrics.sink_behind_s = sink.behind_s
         metrics.queries_refused = queries.refused
-        metrics.lag = {s.topic_events: faust_lag(app, s.topic_events),
-                       s.topic_logs: await repartitioner.lag()}
+        metrics.lag = {s.topic_logs: faust_lag(app, s.topic_logs)} if keyed else {
+            s.topic_events: faust_lag(app, s.topic_events),
+            s.topic_logs: await repartitioner.lag()}
 
     @app.page("/metrics")
     async def metrics_page(web, request):

@@ -5,6 +5,8 @@ a batch of records, then performs the :class:`Detected` writes through :func:`de
 rules that make delivery at-least-once without double learning live here, where
 :mod:`pipeline.testing.batches` drives them list-in/list-out, with no broker:
 
+- records are internal messages (:func:`internal_messages`, the repartition hop) or, when
+  the input topic is already keyed by tenant, raw API-log messages (:func:`keyed_logs`);
 - a tenant not live in this worker is restored from the state table first;
 - an event at or below the position its tenant has learned up to is skipped (re-delivered
   after a crash or rebalance: the detector has it already);
@@ -19,39 +21,79 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import orjson
 
 from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event
 from pipeline.detect import DETECTOR_VERSION
+from pipeline.ingest import accept
 from pipeline.process import Processor
 from pipeline.sinks.clickhouse import token
-from pipeline.stream.codec import decode_batch
+from pipeline.stream.codec import decode_batch, partition_for
 from pipeline.stream.repartition import dlq_record
 from pipeline.stream.state import Checkpoints
 
 log = logging.getLogger(__name__)
 
-PRODUCED_HEADER = "cw-produced-ms"   # internal messages: oldest source record's produce time
+Dead = tuple[bytes | None, bytes]   # (key, dead-letter record)
 
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One consumed message, as the core needs it (what a Kafka record carries)."""
+    """One consumed message, as the core needs it (what a Kafka record carries);
+    ``produced``: when its source record was produced (s), for the latency histogram."""
 
     partition: int
     offset: int
     value: bytes
-    headers: tuple = ()
+    key: bytes | None = None
+    produced: float | None = None
+
+
+def internal_messages(topic: str) -> Callable[[Record], tuple[list[Event], list[Dead]]]:
+    """Records of the internal topic (many validated events each, see
+    :mod:`pipeline.stream.codec`); one that does not decode is a dead letter."""
+    def decode(r: Record):
+        try:
+            return decode_batch(r.value), []
+        except Exception as exc:  # noqa: BLE001 - a poison message must not stop the stream
+            return [], [(r.key, dlq_record(r.value, "internal_error",
+                                           f"undecodable: {exc!r}"[:300], topic, r.partition,
+                                           r.offset))]
+    return decode
+
+
+def keyed_logs(adapter, embedding_dim: int | None, partitions: int, topic: str
+               ) -> Callable[[Record], tuple[list[Event], list[Dead]]]:
+    """Raw API-log records of a topic already keyed by tenant (``COVERWATCH_INPUT_KEYED``),
+    validated here as ingest would. An event whose tenant belongs to another partition is a
+    dead letter: its tenant's state lives with that partition, and positions of two
+    partitions cannot be compared, so learning it here could skip or repeat events."""
+    def decode(r: Record):
+        accepted, rejected = accept(r.value or b"", adapter, embedding_dim)
+        dead = [(r.key, dlq_record(raw, rej.reason, rej.detail, topic, r.partition, r.offset))
+                for raw, rej in rejected]
+        events = []
+        for e in accepted:
+            home = partition_for(e.tenant_id, partitions)
+            if home == r.partition:
+                events.append(e)
+            else:
+                dead.append((r.key, dlq_record(
+                    r.value, "internal_error", f"tenant {e.tenant_id!r} belongs to partition "
+                    f"{home}, not {r.partition}: the input topic is not keyed by tenant",
+                    topic, r.partition, r.offset)))
+        return events, dead
+    return decode
 
 
 @dataclass(slots=True)
 class Detected:
     """What one batch leaves to be written, in the order :func:`deliver` writes it."""
 
-    dead: list[tuple[bytes, bytes]] = field(default_factory=list)    # (key, DLQ record)
+    dead: list[Dead] = field(default_factory=list)
     kept: list[Event] = field(default_factory=list)                  # rows for ClickHouse
     scored: Sequence = ()
     alerts: list[Alert] = field(default_factory=list)
@@ -72,41 +114,31 @@ def offset_ranges(records: Sequence[Record]) -> list[tuple[int, int, int]]:
     return sorted((p, a, b) for p, (a, b) in ranges.items())
 
 
-def produced_at(records: Sequence[Record]) -> list[float]:
-    """Source produce times (s) of a batch's internal messages, from their header."""
-    out = []
-    for r in records:
-        for k, v in (r.headers.items() if isinstance(r.headers, dict) else r.headers or ()):
-            if k == PRODUCED_HEADER:
-                out.append(int(v) / 1000)
-    return out
-
-
 class BatchCore:
     """Restore, skip, detect, checkpoint: one batch of the internal topic at a time.
 
     ``table_get(key) -> bytes | None`` reads the tenant-state table (keys are tenant ids as
     bytes); the writes come back in :attr:`Detected.states`, so the caller owns the table.
+    ``decode``: :func:`internal_messages` of ``topic`` unless given; ``redact`` (a
+    :class:`pipeline.stream.redact.Redactor`) runs on the events to learn when the records
+    were not redacted on the way in (keyed input).
     """
 
     def __init__(self, processor: Processor, checkpoints: Checkpoints, table_get,
-                 topic: str):
+                 topic: str, decode=None, redact=None):
         self.processor = processor
         self.checkpoints = checkpoints
         self.table_get = table_get
         self.topic = topic
+        self.decode = decode or internal_messages(topic)
+        self.redact = redact
 
     def _load(self, records: Sequence[Record], expired: set[str], out: Detected) -> list[Event]:
         """Decode, restore unknown tenants, drop already-learned events."""
         cp, todo = self.checkpoints, []
         for r in records:
-            try:
-                events = decode_batch(r.value)
-            except Exception as exc:  # noqa: BLE001 - a poison message must not stop the stream
-                out.dead.append((b"", dlq_record(r.value, "internal_error",
-                                                 f"undecodable: {exc!r}"[:300], self.topic,
-                                                 r.partition, r.offset)))
-                continue
+            events, dead = self.decode(r)
+            out.dead += dead
             for i, e in enumerate(events):
                 if not cp.known(e.tenant_id):
                     cp.restore(e.tenant_id, None if e.tenant_id in expired
@@ -117,6 +149,8 @@ class BatchCore:
                     continue
                 e.extra["pos"] = pos
                 todo.append(e)
+        if self.redact is not None:
+            self.redact(todo)
         return todo
 
     def run(self, records: Sequence[Record]) -> Detected:
@@ -142,7 +176,7 @@ class BatchCore:
         out.summaries = self.processor.drain_summaries()
         out.dedup = token(self.topic, *offset_ranges(records))
         out.offsets = {p: last + 1 for p, _, last in offset_ranges(records)}
-        out.produced = produced_at(records)
+        out.produced = [r.produced for r in records if r.produced is not None]
         return out
 
 

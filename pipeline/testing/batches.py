@@ -109,12 +109,13 @@ class Topic:
         self.data_dir = data_dir
         self.out = Captured()
 
-    def core(self, detector, sketcher=None, **checkpoint_options) -> BatchCore:
-        """A fresh worker's core over this topic's table (a restart: nothing in memory)."""
+    def core(self, detector, sketcher=None, decode=None, **checkpoint_options) -> BatchCore:
+        """A fresh worker's core over this topic's table (a restart: nothing in memory);
+        ``decode``: how records become events (default: internal messages)."""
         processor = Processor(detector, sketcher=sketcher)
         parts = [p for p in (detector, sketcher) if p is not None]
         cp = Checkpoints(parts, self.data_dir, **checkpoint_options)
-        return BatchCore(processor, cp, self.out.table.get, "events")
+        return BatchCore(processor, cp, self.out.table.get, "events", decode=decode)
 
     def pending(self) -> list[Record]:
         """The records a (re)started worker reads: those at or after the committed offsets."""

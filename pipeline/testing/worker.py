@@ -112,6 +112,8 @@ class WorkerProcess:
     def groups(self) -> dict[str, str]:
         """Consumer group -> the input topic it must cover: detect agent and ingest stage."""
         s = self.settings
+        if self.env.get("COVERWATCH_INPUT_KEYED") == "1":   # no repartition hop
+            return {s.app_id: s.topic_logs}
         return {s.app_id: s.topic_events, f"{s.app_id}-ingest": s.topic_logs}
 
     def group_members(self) -> dict[str, dict]:
