@@ -1,4 +1,4 @@
-"""The detect stage's batch logic as a plain object: internal messages in, writes out.
+"""The detect stage's batch logic as a plain object: consumed records in, writes out.
 
 The Faust agent (:mod:`pipeline.stream.app`) only moves bytes: it hands :meth:`BatchCore.run`
 a batch of records, then performs the :class:`Detected` writes through :func:`deliver`. The
@@ -19,7 +19,6 @@ rules that make delivery at-least-once without double learning live here, where
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -34,8 +33,6 @@ from pipeline.sinks.clickhouse import token
 from pipeline.stream.codec import decode_batch, partition_for
 from pipeline.stream.repartition import dlq_record
 from pipeline.stream.state import Checkpoints
-
-log = logging.getLogger(__name__)
 
 Dead = tuple[bytes | None, bytes]   # (key, dead-letter record)
 
@@ -115,7 +112,7 @@ def offset_ranges(records: Sequence[Record]) -> list[tuple[int, int, int]]:
 
 
 class BatchCore:
-    """Restore, skip, detect, checkpoint: one batch of the internal topic at a time.
+    """Restore, skip, detect, checkpoint: one batch of records at a time.
 
     ``table_get(key) -> bytes | None`` reads the tenant-state table (keys are tenant ids as
     bytes); the writes come back in :attr:`Detected.states`, so the caller owns the table.
