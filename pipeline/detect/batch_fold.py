@@ -165,14 +165,14 @@ def _windows(uniq: list, so: np.ndarray, r: np.ndarray, tso: np.ndarray, start: 
     lo = np.where(first >= 0, np.minimum(lo, first), lo)
     hi = np.maximum.reduceat(tso, start)
     for t in np.flatnonzero(hi - lo >= span).tolist():
-        wn, w_first, k = uniq[t].w_n, int(first[t]), 0
+        wn, w_first, k, old = uniq[t].w_n, int(first[t]), 0, uniq[t].windows
         for p in range(int(start[t]), int(last[t]) + 1):
             t_p = int(tso[p])
             if not wn:
                 w_first = t_p
             wpos[p], seg_local[p] = wn, k
             wn += 1
-            closes[p] = wn >= count or (wn >= min_n and t_p - w_first >= span)
+            closes[p] = wn >= count or (wn >= min_n and t_p - w_first >= span and old + k)
             if closes[p]:
                 wn, k = 0, k + 1
     return wpos, seg_local, closes

@@ -131,7 +131,7 @@ class CoverwatchDetector:
         Events per tenant window summary (and between two alert decisions).
     window_ms
         A window also closes at its first event this long after the window's first, once it
-        holds ``2 window / 5`` events, so a tenant sending a few queries a day is judged
+        holds ``3 window / 5`` events, so a tenant sending a few queries a day is judged
         too (0: by count only).
     threshold
         Score at which an alert opens. A rule's score is the smallest exceedance of its
@@ -191,7 +191,7 @@ class CoverwatchDetector:
                 or population_windows < 0:
             raise ValueError("need window >= 2, window_ms >= 0, min_windows >= 1, "
                              "cooldown >= 0, population_windows >= 0")
-        self._windows = Windows(window, window_ms or 1 << 62, max(2, 2 * window // 5))
+        self._windows = Windows(window, window_ms or 1 << 62, max(2, 3 * window // 5))
         if not 0 < release < threshold <= critical:
             raise ValueError("need 0 < release < threshold <= critical")
         if rule_scales is not None:

@@ -64,10 +64,12 @@ WINDOW = 50                # events in a full window
 class Windows(NamedTuple):
     """When a tenant's window closes: at its ``count``-th event, or at the first event
     ``span_ms`` or more after the window's first once it holds ``min_events`` (so a tenant
-    sending a few queries a day is still judged, every ``span_ms`` or so)."""
+    sending a few queries a day is still judged, every ``span_ms`` or so). A tenant's first
+    window always closes by count: first windows are compared with first windows, and
+    a short one looks broader than it is (every query new to the tenant)."""
     count: int = WINDOW
     span_ms: int = 6 * 3_600_000
-    min_events: int = 20
+    min_events: int = 30
 
 
 def _distinct(cells: int, n: int) -> float:

@@ -189,6 +189,6 @@ def fold(states: list[TenantState], codes: list, bits: list, ts: list, tokens: l
         novels.append(novel)
         scores.append(s.smooth)
         drifts.append(s.drift_level)
-        if w_n >= window or (w_n >= min_n and t - s.w_first_ts >= span):
+        if w_n >= window or (w_n >= min_n and t - s.w_first_ts >= span and s.windows):
             out.special[i] = Scored(cell, novel, s.smooth, s.drift_level)
             yield i, s
