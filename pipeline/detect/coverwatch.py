@@ -74,7 +74,8 @@ FLOORS = {"tmpl": 0.15, "cot": 0.15, "drift": 0.1, "cdrift": 0.1, "xspread": 0.0
           "hst": 0.05, "newclient": 0.1, "clientnovel": 0.1}
 # A rule scores the tenant's window on a few features together, each as its exceedance
 # (how far above the population median, in units of median-to-p90, for tenants of the
-# same age): "min" needs all of them extreme at once, "mean" averages them (each clipped to
+# same age): "min" needs all of them extreme at once, "lead" needs the first and any one of
+# the others, "mean" averages them (each clipped to
 # [-2, 4]) so one very extreme signal can make up for a merely high one. The rule's score is
 # that number divided by the rule's scale (fitted by :meth:`CoverwatchDetector.calibrate`).
 #
@@ -83,7 +84,11 @@ FLOORS = {"tmpl": 0.15, "cot": 0.15, "drift": 0.1, "cdrift": 0.1, "xspread": 0.0
 # way in or out. Every rule therefore leads with the *content* of the queries, which an
 # extraction cannot give up without giving up what it extracts:
 RULES = (
-    ("cot", "min", ("cot",)),                                   # distillation of reasoning
+    # distillation of reasoning: chain-of-thought wording far above peers *and* content
+    # that keeps moving, by never-sent prompts or by coverage growth (a tutoring app that
+    # asks for steps re-asks its syllabus; a distiller cannot: a repeat buys nothing).
+    # Either will do: where every tenant's prompts are unique, never-sent says nothing.
+    ("cot", "lead", ("cot", "newp", "growth")),
     # sweeps: broad windows that keep reaching new regions with never-sent prompts
     # (``rare``: share of the window in cells the population rarely visits, which is where
     # broad human chat does not go and corpus sweeps do)
@@ -110,7 +115,7 @@ AGE_FREE_RULES = ("cot", "takeover")
 # percentile (the same in both embedding modes within 0.3), coverage at its 90th: the calib
 # split's NLP-task sources make its benign tenants broader than anything else we have
 # (its 99th percentile, 1.45, halved the report split's TPR for no benign tenant fewer).
-RULE_SCALES = (1.45, 1.15, 2.0, 0.5)
+RULE_SCALES = (0.85, 1.15, 2.0, 0.5)
 MIN_RULE_SCALE = 0.5
 CALIBRATION_TENANTS = 100    # per age bucket, to fit that bucket's own scales
 CALIBRATION_MARGIN = 1.05
@@ -216,8 +221,7 @@ class CoverwatchDetector:
         self._qlists: dict = {}  # id(quantile array) -> (array, med, p90, den), see _bounds
         self._pop = Population(len(ALL_FEATURES), min_windows=self.min_windows)
         if self.prior:
-            got = load_prior(self.prior, tuple(f if f != "hst" else "" for f in ALL_FEATURES),
-                             BUCKETS, self._pop.bins)
+            got = load_prior(self.prior, ALL_FEATURES, BUCKETS, self._pop.bins)
             if got is not None:
                 self._pop.set_prior(*got)
         self._hst = HalfSpaceTrees(n_trees=self.hst_trees, height=self.hst_height,
@@ -482,6 +486,8 @@ def _rule(ex: list, how: str) -> float:
         return -1.0
     if how == "min":
         return min(ex)
+    if how == "lead":
+        return min(ex[0], max(ex[1:])) if len(ex) > 1 else -1.0
     return sum(min(max(v, -2.0), 4.0) for v in ex) / len(ex)
 
 
