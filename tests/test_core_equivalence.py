@@ -16,17 +16,18 @@ import orjson
 import pytest
 
 from pipeline.contracts.events import Event
-from pipeline.detect import features
+from pipeline.detect import fold
 from pipeline.detect.coverwatch import CoverwatchDetector
 from pipeline.process import Processor
 
-GOLDEN = "867526204f7dbc2012b9f50a99303e48ea702c51512018d77fddb673674cb56a"
+GOLDEN = "9fd5a373a3e9c4405c6e3f8d30eec3bca63f30efe204253f5411c2814178678e"
 T0 = 1_767_225_600_000
 
 
-def stream(n: int = 6000, seed: int = 3) -> list[Event]:
+def stream(n: int = 6000, seed: int = 3, gap_ms: int = 3000) -> list[Event]:
     """Mixed traffic: repeated and templated prompts, chain-of-thought, missing fields,
-    out-of-order times, two vector dimensions, many clients (beyond the per-tenant cap)."""
+    out-of-order times, two vector dimensions, many clients (beyond the per-tenant cap);
+    ``gap_ms`` bounds the time between events (60 s: windows close by time)."""
     rng = np.random.default_rng(seed)
     topics = rng.standard_normal((30, 32)).astype(np.float32)
     prompts = ([f"Explain step by step: topic {i}" for i in range(40)]
@@ -38,7 +39,7 @@ def stream(n: int = 6000, seed: int = 3) -> list[Event]:
     out, ts = [], T0
     for i in range(n):
         tenant = f"t{int(rng.integers(0, 30))}" if rng.random() < 0.97 else f"rare{i}"
-        ts += int(rng.integers(-500, 3000))
+        ts += int(rng.integers(-500, gap_ms))
         r = rng.random()
         emb = None if r < 0.1 else (topics[rng.integers(0, 30)]
                                     + 0.3 * rng.standard_normal(32)).astype(np.float32)
@@ -75,12 +76,11 @@ def digest(rows) -> str:
 
 @pytest.mark.parametrize("numpy_fold", [True, False])
 def test_per_event_path_matches_the_reference_implementation(numpy_fold, monkeypatch):
-    from pipeline.detect import batch_fold
     calls = []
-    fold_events = batch_fold.fold_events
-    monkeypatch.setattr(batch_fold, "fold_events", lambda *a: calls.append(1) or fold_events(*a))
+    numpy = fold.fold_batch_events
+    monkeypatch.setattr(fold, "fold_batch_events", lambda *a: calls.append(1) or numpy(*a))
     if not numpy_fold:
-        monkeypatch.setattr(features, "BATCH_FOLD_MIN", 10**9)
+        monkeypatch.setattr(fold, "BATCH_FOLD_MIN", 10**9)
     events = stream()
     det = CoverwatchDetector()
     scored = []
@@ -90,14 +90,27 @@ def test_per_event_path_matches_the_reference_implementation(numpy_fold, monkeyp
     assert digest(core_outputs(scored)) == GOLDEN
 
 
-def test_batching_does_not_change_anything():
-    events = stream(3000, seed=5)
+@pytest.mark.parametrize("gap_ms", [3000, 60_000])
+def test_batching_does_not_change_anything(gap_ms):
+    """One event at a time (the loop) and batches of 512 (numpy) agree, also when windows
+    close by time (``gap_ms`` 60 s: a tenant's window spans 6 h after about 24 events)."""
+    events = stream(3000, seed=5, gap_ms=gap_ms)
     a, b = CoverwatchDetector(), CoverwatchDetector()
     one = [a.update(e) for e in events]
     many = [s for i in range(0, len(events), 512) for s in b.update_many(events[i:i + 512])]
     key = lambda s: (s.cell, s.novel, s.score, s.drift, s.summary and orjson.dumps(
         s.summary, option=orjson.OPT_SERIALIZE_NUMPY), [x.alert_id for x in s.alerts])
     assert [key(s) for s in one] == [key(s) for s in many]
+    prev, sizes = {}, []
+    for s in many:
+        if s.summary is not None:
+            t, n = s.summary["tenant_id"], s.summary["events_seen"]
+            sizes.append(n - prev.get(t, 0))
+            prev[t] = n
+    # count windows only at 3 s; mostly time windows of 30-49 events at 60 s
+    short = sum(1 for k in sizes if k < 50)
+    assert sizes and min(sizes) >= 30
+    assert (short > len(sizes) // 2) == (gap_ms == 60_000)
     assert all(a.dump_tenant(t) == b.dump_tenant(t) for t in a._tenants)
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.detect.features import TenantState, observe, summarise
+from pipeline.detect.features import TenantState, summarise
+from pipeline.detect.fold import observe
 from pipeline.detect.lsh import SignProjector, hamming
 from pipeline.detect.text_signals import is_cot, skeletons
 from pipeline.simulate.corpus import corpus_available

@@ -1,11 +1,13 @@
 """Folding a large batch of events into the tenant states at once: numpy over the batch.
 
-Gives exactly what :func:`pipeline.detect.features.fold` gives event by event (same states,
+Gives exactly what :func:`pipeline.detect.fold.fold` gives event by event (same states,
 cells, novelty flags, window features, in the same order of window closes), for a fixed
 cost per batch and per tenant instead of ~5 µs of Python per event:
 
 - the batch is sorted by tenant (stable), so each tenant's events are contiguous and in
-  event order, and split into *segments*: the runs of one tenant within one window;
+  event order, and split into *segments*: the runs of one tenant within one window (by
+  count, with arrays; by time, in a loop over the few tenants whose open window could
+  reach its time limit within the batch);
 - "first time this tenant reached this cell" is a bitmap test plus a first-occurrence test
   within the batch (``np.unique``), then the bits are set; prompt skeletons run over the
   interleaved (head, tail) sequence, as the per-event code tests them;
@@ -19,20 +21,22 @@ cost per batch and per tenant instead of ~5 µs of Python per event:
 >>> import numpy as np
 >>> from pipeline.contracts.events import Event
 >>> from pipeline.detect.base import ScoredBatch
->>> from pipeline.detect.features import fold, prompt_bits, summarise
+>>> from pipeline.detect.features import Windows, prompt_bits, summarise
+>>> from pipeline.detect.fold import fold
 >>> from pipeline.detect.lsh import SignProjector
 >>> rng = np.random.default_rng(0)
->>> events = [Event(f"e{i}", 1000 * i, f"t{i % 2}", prompt=f"question {i % 7}",
+>>> events = [Event(f"e{i}", 99_000 * i, f"t{i % 2}", prompt=f"question {i % 7}",
 ...                 embedding=rng.standard_normal(8), output_tokens=10) for i in range(300)]
 >>> codes = SignProjector(1).codes_of([e.embedding for e in events])
+>>> windows = Windows(count=50, span_ms=3_600_000, min_events=20)   # some close by time
 >>> def run(batch):
 ...     tenants, out = {}, ScoredBatch([], [], [], [])
 ...     if batch:
-...         closes = fold_events(tenants, events, codes, 50, out, {})
+...         closes = fold_batch_events(tenants, events, codes, windows, out, {})
 ...     else:
 ...         states = [tenants.setdefault(e.tenant_id, TenantState()) for e in events]
 ...         closes = fold(states, codes[0].tolist(), [prompt_bits(e.prompt) for e in events],
-...                       [e.ts_ms for e in events], [10] * 300, [0] * 300, 50, out)
+...                       [e.ts_ms for e in events], [10] * 300, [0] * 300, windows, out)
 ...     feats = [(i, summarise(s)) for i, s in closes]
 ...     return repr(feats), out.cells, out.novel, [tenants["t0"].minhash, tenants["t1"].w_v]
 >>> run(batch=True) == run(batch=False)
@@ -55,6 +59,7 @@ from pipeline.detect.features import (
     MAX_CLIENTS,
     MINHASH_K,
     TenantState,
+    Windows,
     client_hash,
     prompt_bits,
 )
@@ -111,8 +116,8 @@ def _feed(ad, xs) -> None:
         update(x)
 
 
-def fold_events(tenants: dict, events: list, codes: tuple, window: int, out: ScoredBatch,
-                texts: dict):
+def fold_batch_events(tenants: dict, events: list, codes: tuple, windows: Windows,
+                      out: ScoredBatch, texts: dict):
     """:func:`fold_batch` over events: states looked up (created) in ``tenants``, ``codes``
     as :meth:`~pipeline.detect.lsh.SignProjector.codes_of` gives them, prompt signals
     through the cache ``texts`` (see :func:`~pipeline.detect.features.prompt_bits`)."""
@@ -143,13 +148,40 @@ def fold_events(tenants: dict, events: list, codes: tuple, window: int, out: Sco
                    float)
     return fold_batch(uniq, slot, codes[0], codes[1], np.array(packed, np.int64),
                       np.array([e.ts_ms for e in events], np.int64), tok,
-                      np.array(cli, np.int64), window, out)
+                      np.array(cli, np.int64), windows, out)
+
+
+def _windows(uniq: list, so: np.ndarray, r: np.ndarray, tso: np.ndarray, start: np.ndarray,
+             last: np.ndarray, windows: Windows) -> tuple[np.ndarray, ...]:
+    """Per (sorted) event: events before it in its window, its window's index within the
+    batch (0: the window open before the batch) and whether it closes that window."""
+    count, span, min_n = windows
+    w0 = np.array([s.w_n for s in uniq], np.int64)[so] + r
+    wpos, seg_local, closes = w0 % count, w0 // count, (w0 + 1) % count == 0
+    # a time close needs an event span_ms after its window's first: only tenants whose
+    # events (and open window) span that much are walked through, in order
+    first = np.array([s.w_first_ts if s.w_n else -1 for s in uniq], np.int64)
+    lo = np.minimum.reduceat(tso, start)
+    lo = np.where(first >= 0, np.minimum(lo, first), lo)
+    hi = np.maximum.reduceat(tso, start)
+    for t in np.flatnonzero(hi - lo >= span).tolist():
+        wn, w_first, k, old = uniq[t].w_n, int(first[t]), 0, uniq[t].windows
+        for p in range(int(start[t]), int(last[t]) + 1):
+            t_p = int(tso[p])
+            if not wn:
+                w_first = t_p
+            wpos[p], seg_local[p] = wn, k
+            wn += 1
+            closes[p] = wn >= count or (wn >= min_n and t_p - w_first >= span and old + k)
+            if closes[p]:
+                wn, k = 0, k + 1
+    return wpos, seg_local, closes
 
 
 def fold_batch(uniq: list, slot: np.ndarray, code: np.ndarray, has: np.ndarray,
                packed: np.ndarray, ts: np.ndarray, log_tok: np.ndarray, cli: np.ndarray,
-               window: int, out: ScoredBatch):
-    """:func:`pipeline.detect.features.fold` (which see) over a batch given as arrays: per
+               windows: Windows, out: ScoredBatch):
+    """:func:`pipeline.detect.fold.fold` (which see) over a batch given as arrays: per
     event its tenant's index in ``uniq``, 64-bit code (``has``: whether it has one), packed
     prompt signals (-1: no prompt), time, log1p of output tokens (NaN: none) and client hash.
     """
@@ -166,9 +198,8 @@ def fold_batch(uniq: list, slot: np.ndarray, code: np.ndarray, has: np.ndarray,
     start = np.cumsum(cnt) - cnt                        # each tenant's first sorted position
     last = start + cnt - 1
     r = np.arange(n) - start[so]                         # rank within the tenant's events
-    w0 = np.array([s.w_n for s in uniq], np.int64)[so] + r   # events in the window before it
-    seg_local = w0 // window                            # 0: the window open before the batch
-    closes = (w0 + 1) % window == 0
+    tso = ts[order]
+    wpos, seg_local, closes = _windows(uniq, so, r, tso, start, last, windows)
     newseg = np.ones(n, bool)
     newseg[1:] = (so[1:] != so[:-1]) | (seg_local[1:] != seg_local[:-1])
     seg = np.cumsum(newseg) - 1
@@ -186,11 +217,10 @@ def fold_batch(uniq: list, slot: np.ndarray, code: np.ndarray, has: np.ndarray,
         return np.array([getattr(s, field) for s in uniq], np.int64)[so] + c - before[so]
 
     # -- time, tokens, clients ---------------------------------------------------------------
-    tso = ts[order]
     prev = np.empty(n, np.int64)
     prev[1:] = tso[:-1]
     prev[start] = np.array([s.last_ts for s in uniq], np.int64)
-    has_dt = (w0 % window != 0) & (prev >= 0)           # not the first event of its window
+    has_dt = (wpos != 0) & (prev >= 0)                  # not the first event of its window
     dt = np.where(has_dt, np.maximum(tso - prev, 0), 0) / 1000.0
     log_tok = log_tok[order]
     has_tok = ~np.isnan(log_tok)

@@ -58,7 +58,8 @@ from river.anomaly import HalfSpaceTrees
 from pipeline.contracts.alerts import Alert
 from pipeline.contracts.events import Event
 from pipeline.detect.base import Scored, ScoredBatch
-from pipeline.detect.features import FEATURES, TenantState, observe_events, summarise
+from pipeline.detect.features import FEATURES, TenantState, Windows, summarise
+from pipeline.detect.fold import fold_events
 from pipeline.detect.density import CellDensity
 from pipeline.detect.drift import RandomFeatures, fold_window, rare_share
 from pipeline.detect.lsh import SignProjector
@@ -73,7 +74,8 @@ FLOORS = {"tmpl": 0.15, "cot": 0.15, "drift": 0.1, "cdrift": 0.1, "xspread": 0.0
           "hst": 0.05, "newclient": 0.1, "clientnovel": 0.1}
 # A rule scores the tenant's window on a few features together, each as its exceedance
 # (how far above the population median, in units of median-to-p90, for tenants of the
-# same age): "min" needs all of them extreme at once, "mean" averages them (each clipped to
+# same age): "min" needs all of them extreme at once, "lead" needs the first and any one of
+# the others, "mean" averages them (each clipped to
 # [-2, 4]) so one very extreme signal can make up for a merely high one. The rule's score is
 # that number divided by the rule's scale (fitted by :meth:`CoverwatchDetector.calibrate`).
 #
@@ -82,7 +84,11 @@ FLOORS = {"tmpl": 0.15, "cot": 0.15, "drift": 0.1, "cdrift": 0.1, "xspread": 0.0
 # way in or out. Every rule therefore leads with the *content* of the queries, which an
 # extraction cannot give up without giving up what it extracts:
 RULES = (
-    ("cot", "min", ("cot",)),                                   # distillation of reasoning
+    # distillation of reasoning: chain-of-thought wording far above peers *and* content
+    # that keeps moving, by never-sent prompts or by coverage growth (a tutoring app that
+    # asks for steps re-asks its syllabus; a distiller cannot: a repeat buys nothing).
+    # Either will do: where every tenant's prompts are unique, never-sent says nothing.
+    ("cot", "lead", ("cot", "newp", "growth")),
     # sweeps: broad windows that keep reaching new regions with never-sent prompts
     # (``rare``: share of the window in cells the population rarely visits, which is where
     # broad human chat does not go and corpus sweeps do)
@@ -109,7 +115,7 @@ AGE_FREE_RULES = ("cot", "takeover")
 # percentile (the same in both embedding modes within 0.3), coverage at its 90th: the calib
 # split's NLP-task sources make its benign tenants broader than anything else we have
 # (its 99th percentile, 1.45, halved the report split's TPR for no benign tenant fewer).
-RULE_SCALES = (1.45, 1.15, 2.0, 0.5)
+RULE_SCALES = (0.85, 1.15, 2.0, 0.5)
 MIN_RULE_SCALE = 0.5
 CALIBRATION_TENANTS = 100    # per age bucket, to fit that bucket's own scales
 CALIBRATION_MARGIN = 1.05
@@ -128,6 +134,10 @@ class CoverwatchDetector:
     ----------
     window
         Events per tenant window summary (and between two alert decisions).
+    window_ms
+        A window also closes at its first event this long after the window's first, once it
+        holds ``3 window / 5`` events, so a tenant sending a few queries a day is judged
+        too (0: by count only).
     threshold
         Score at which an alert opens. A rule's score is the smallest exceedance of its
         features (how far above the population median, in units of median-to-p90, at the
@@ -163,12 +173,13 @@ class CoverwatchDetector:
 
     name = "coverwatch"
 
-    def __init__(self, window: int = 50, threshold: float = 1.0, release: float = 0.5,
+    def __init__(self, window: int = 50, window_ms: int = 6 * 3_600_000, threshold: float = 1.0, release: float = 0.5,
                  critical: float = 2.0, cooldown: int = 500, min_windows: int = 30,
                  population_windows: int = 2000, rule_scales: tuple | None = None,
                  hst_trees: int = 10, hst_height: int = 8, hst_window: int = 250,
                  seed: int = 42, prior: str | None = "text"):
         self.window = window
+        self.window_ms = window_ms
         self.threshold = threshold
         self.release = release
         self.critical = critical
@@ -181,9 +192,11 @@ class CoverwatchDetector:
         self.hst_window = hst_window
         self.seed = seed
         self.prior = prior
-        if window < 2 or min_windows < 1 or cooldown < 0 or population_windows < 0:
-            raise ValueError("need window >= 2, min_windows >= 1, cooldown >= 0, "
-                             "population_windows >= 0")
+        if window < 2 or window_ms < 0 or min_windows < 1 or cooldown < 0 \
+                or population_windows < 0:
+            raise ValueError("need window >= 2, window_ms >= 0, min_windows >= 1, "
+                             "cooldown >= 0, population_windows >= 0")
+        self._windows = Windows(window, window_ms or 1 << 62, max(2, 3 * window // 5))
         if not 0 < release < threshold <= critical:
             raise ValueError("need 0 < release < threshold <= critical")
         if rule_scales is not None:
@@ -208,8 +221,7 @@ class CoverwatchDetector:
         self._qlists: dict = {}  # id(quantile array) -> (array, med, p90, den), see _bounds
         self._pop = Population(len(ALL_FEATURES), min_windows=self.min_windows)
         if self.prior:
-            got = load_prior(self.prior, tuple(f if f != "hst" else "" for f in ALL_FEATURES),
-                             BUCKETS, self._pop.bins)
+            got = load_prior(self.prior, ALL_FEATURES, BUCKETS, self._pop.bins)
             if got is not None:
                 self._pop.set_prior(*got)
         self._hst = HalfSpaceTrees(n_trees=self.hst_trees, height=self.hst_height,
@@ -220,7 +232,8 @@ class CoverwatchDetector:
             len(RULES), -1), (len(RULES), BUCKETS)).copy()
 
     def __repr__(self) -> str:
-        return (f"CoverwatchDetector(window={self.window}, threshold={self.threshold}, "
+        return (f"CoverwatchDetector(window={self.window}, window_ms={self.window_ms}, "
+                f"threshold={self.threshold}, "
                 f"release={self.release}, critical={self.critical}, cooldown={self.cooldown}, "
                 f"min_windows={self.min_windows}, "
                 f"population_windows={self.population_windows}, rule_scales={self.rule_scales}, "
@@ -232,7 +245,7 @@ class CoverwatchDetector:
 
     def _params(self) -> dict:
         return {k: getattr(self, k) for k in (
-            "window", "threshold", "release", "critical", "cooldown", "min_windows",
+            "window", "window_ms", "threshold", "release", "critical", "cooldown", "min_windows",
             "population_windows", "rule_scales", "hst_trees", "hst_height", "hst_window", "seed",
             "prior")}
 
@@ -312,8 +325,8 @@ class CoverwatchDetector:
                 r.append(i)
         done: dict[str, int] = {}
         scored = ScoredBatch([], [], [], [])
-        for i, s in observe_events(self._tenants, events, codes, self.window, scored,
-                                   self._texts):
+        for i, s in fold_events(self._tenants, events, codes, self._windows, scored,
+                                self._texts):
             tid = events[i].tenant_id
             r, lo = rows[tid], done.get(tid, 0)
             hi = r.index(i, lo) + 1
@@ -369,7 +382,7 @@ class CoverwatchDetector:
     def _close_window(self, s: TenantState, event: Event, scored: Scored,
                       drift: float | None, rare: float | None) -> None:
         w_v, w_p, w_tok = s.w_v, s.w_p, s.w_tok_n
-        feats = summarise(s)
+        feats = summarise(s, self.window)
         feats["cdrift"] = float("nan") if drift is None else drift
         feats["rare"] = float("nan") if rare is None else rare
         k = s.windows
@@ -473,6 +486,8 @@ def _rule(ex: list, how: str) -> float:
         return -1.0
     if how == "min":
         return min(ex)
+    if how == "lead":
+        return min(ex[0], max(ex[1:])) if len(ex) > 1 else -1.0
     return sum(min(max(v, -2.0), 4.0) for v in ex) / len(ex)
 
 

@@ -1,11 +1,10 @@
 """Per-tenant state, its per-event update and the window summary it emits every W events.
 
 The state is a small slotted dataclass of bitmaps, a bottom-k sketch, an ADWIN and
-window counters (a few KB; :func:`state_bytes` measures it). :func:`fold` folds events in
-one by one (:func:`observe`: one event), stopping at each filled window;
-:func:`pipeline.detect.batch_fold.fold_events` does the same for a large batch with numpy,
-with identical results; :func:`summarise` turns the current window into a feature vector
-and starts the next window. Nothing here knows about other tenants: population scoring
+window counters (a few KB; :func:`state_bytes` measures it). :mod:`pipeline.detect.fold`
+folds events in, stopping where a window closes (:class:`Windows`: by count, or by time
+for a tenant with few events); :func:`summarise` turns the current window into a feature
+vector and starts the next window. Nothing here knows about other tenants: population scoring
 lives in :mod:`pipeline.detect.population`.
 
 Features of one window (all in [0, 1] except where noted; NaN when the window had no
@@ -14,7 +13,10 @@ event carrying the signal):
 - ``nov8``/``nov12``/``nov14``: share of queries landing in a locality cell (8/12/14-bit
   sign-projection cells) the tenant had never reached before: coverage growth.
 - ``spread``: distinct 8-bit cells among the window's queries / queries: how many
-  different broad topics one window touches (a sweep: nearly one per query).
+  different broad topics one window touches (a sweep: nearly one per query). A window
+  with fewer queries than a full one is corrected to what a full window of the same
+  uniform breadth would give (fewer draws collide less), so short windows closed by time
+  are not broader by construction.
 - ``spread6``: the same over 6-bit cells; ``xspread``: its rise over the tenant's own slow
   average (a new feature adds one or two topics; a thief's sweep adds many).
 - ``tmpl``: share of new prompts whose head or tail skeleton the tenant used before.
@@ -37,12 +39,11 @@ from __future__ import annotations
 import math
 import pickle
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from river.drift import ADWIN
 
-from pipeline.detect.base import Scored, ScoredBatch
 from pipeline.detect.drift import DriftState
 from pipeline.detect.text_signals import exact_hash, is_cot, skeletons
 
@@ -55,6 +56,25 @@ MINHASH_K = 16
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 NAN = float("nan")
+
+
+WINDOW = 50                # events in a full window
+
+
+class Windows(NamedTuple):
+    """When a tenant's window closes: at its ``count``-th event, or at the first event
+    ``span_ms`` or more after the window's first once it holds ``min_events`` (so a tenant
+    sending a few queries a day is still judged, every ``span_ms`` or so). A tenant's first
+    window always closes by count: first windows are compared with first windows, and
+    a short one looks broader than it is (every query new to the tenant)."""
+    count: int = WINDOW
+    span_ms: int = 6 * 3_600_000
+    min_events: int = 30
+
+
+def _distinct(cells: int, n: int) -> float:
+    """Expected distinct cells among ``n`` uniform draws over ``cells`` cells."""
+    return cells * (1.0 - (1.0 - 1.0 / cells) ** n)
 
 
 def _new_adwin() -> ADWIN:
@@ -195,181 +215,23 @@ _CLIENTS: dict = {}   # user agent -> address -> client_hash
 _NO_CLIENTS: dict = {}
 
 
-def observe(s: TenantState, code: int | None, prompt: str | None, ts_ms: int,
-            out_tokens: int | None, client: int = 0) -> tuple[int, bool]:
-    """Fold one event into the state; returns (12-bit cell + 1 or 0, novel at 12 bits).
+def summarise(s: TenantState, window: int = WINDOW) -> dict[str, float]:
+    """Features of the current window (see module doc); resets the window counters.
 
-    ``client`` is a hash of the event's client fingerprint (:func:`client_hash`), 0 if none.
-    One event of :func:`fold` (which the detector runs over whole batches).
-    """
-    out = ScoredBatch([], [], [], [])
-    for _ in fold([s], [code], [prompt_bits(prompt)], [ts_ms], [out_tokens], [client],
-                  _NEVER, out):
-        pass
-    return out.cells[0], out.novel[0]
-
-
-_NEVER = 1 << 62
-# A batch is folded with numpy from this many events on, if its tenants have this many
-# events each on average: the numpy fold costs ~1 ms per batch and tens of µs per tenant
-# (its bitmaps are copied in and out), then ~2 µs per event instead of ~5.
-BATCH_FOLD_MIN = 256
-BATCH_FOLD_PER_TENANT = 8
-
-
-def observe_events(tenants: dict, events: list, codes: tuple, window: int, out: ScoredBatch,
-                   texts: dict) -> Iterator[tuple[int, TenantState]]:
-    """:func:`fold` over a batch of events (with numpy for large batches of busy tenants:
-    :func:`pipeline.detect.batch_fold.fold_events`), tenant states looked up (created) in
-    ``tenants``, ``codes`` as :meth:`~pipeline.detect.lsh.SignProjector.codes_of` gives
-    them, prompt signals through the cache ``texts`` (see :func:`prompt_bits`)."""
-    if len(events) >= BATCH_FOLD_MIN and len(events) >= BATCH_FOLD_PER_TENANT * len(
-            {e.tenant_id: None for e in events}):
-        from pipeline.detect.batch_fold import fold_events
-        return fold_events(tenants, events, codes, window, out, texts)
-    get = tenants.get
-    states = []
-    for e in events:
-        s = get(e.tenant_id)
-        if s is None:
-            s = tenants[e.tenant_id] = TenantState()
-        states.append(s)
-    code = [c if h else None for c, h in zip(codes[0].tolist(), codes[1].tolist())]
-    out.bits = [prompt_bits(e.prompt, texts) for e in events]
-    return fold(states, code, out.bits,
-                [e.ts_ms for e in events], [e.output_tokens for e in events],
-                [client_hash(e.user_agent, e.client_ip) for e in events], window, out)
-
-
-def fold(states: list[TenantState], codes: list, bits: list, ts: list, tokens: list,
-         clients: list, window: int, out: ScoredBatch) -> Iterator[tuple[int, TenantState]]:
-    """Fold events in, in order, appending what the detector says of each to ``out``.
-
-    Per event: its tenant's state, 64-bit code (None without a vector),
-    :func:`prompt_bits`, time, output tokens and :func:`client_hash`. Yields ``(i, state)``
-    as soon as event ``i`` fills its tenant's window, with ``out.special[i]`` a
-    :class:`Scored` for it: the caller summarises the window (and may update the state and
-    that Scored) before the next event is folded in.
-    Everything is inlined in one loop: this runs for every event.
-    """
-    log1p = math.log1p
-    cells, novels, scores, drifts = out.cells, out.novel, out.scores, out.drifts
-    for i, (s, code, b, t, tok, client) in enumerate(zip(states, codes, bits, ts, tokens,
-                                                         clients)):
-        n = s.n = s.n + 1
-        w_n = s.w_n = s.w_n + 1
-        late = False
-        if client:
-            cl = s.clients
-            late = cl.get(client)
-            if late is None:
-                late = n > ESTABLISHED
-                if len(cl) < MAX_CLIENTS:
-                    cl[client] = late
-            if late:
-                s.w_newclient += 1
-        if s.w_first_ts < 0:
-            s.w_first_ts = t
-        elif s.last_ts >= 0:
-            dt = max(t - s.last_ts, 0) / 1000.0
-            s.w_dt_n += 1
-            s.w_dt += dt
-            s.w_dt2 += dt * dt
-        s.last_ts = t
-        if tok is not None:
-            s.w_tok_n += 1
-            s.w_tok += log1p(tok)
-        cell, novel, novel14 = 0, False, False
-        if code is not None:
-            s.nv += 1
-            s.w_v += 1
-            c = code & 0xFF
-            bm, j, bit = s.seen8, c >> 3, 1 << (c & 7)
-            if not bm[j] & bit:
-                bm[j] |= bit
-                s.w_nov8 += 1
-            c = code & 0xFFF
-            cell = c + 1
-            bm, j, bit = s.seen12, c >> 3, 1 << (c & 7)
-            if not bm[j] & bit:
-                bm[j] |= bit
-                novel = True
-                s.w_nov12 += 1
-                s.distinct12 += 1
-            c = code & 0x3FFF
-            bm, j, bit = s.seen14, c >> 3, 1 << (c & 7)
-            novel14 = not bm[j] & bit
-            s.adwin.update(1.0 if novel14 else 0.0)
-            if novel14:
-                bm[j] |= bit
-                s.w_nov14 += 1
-                if late:
-                    s.w_clientnovel += 1
-                h = (c * _GOLDEN) & _MASK64
-                mh = s.minhash
-                if len(mh) < MINHASH_K:
-                    mh.append(h)
-                    mh.sort()
-                elif h < mh[-1]:
-                    mh[-1] = h
-                    mh.sort()
-            c = code & 0xFF
-            bm, j, bit = s.w_cells, c >> 3, 1 << (c & 7)
-            if not bm[j] & bit:
-                bm[j] |= bit
-                s.w_spread += 1
-                c = 256 + (code & 0x3F)
-                j, bit = c >> 3, 1 << (c & 7)
-                if not bm[j] & bit:
-                    bm[j] |= bit
-                    s.w_spread6 += 1
-        if b is not None:
-            s.npr += 1
-            s.w_p += 1
-            if b >> 38 & 1:
-                s.w_cot += 1
-            bm, c = s.ex_seen, b & 0x1FFF
-            j, bit = c >> 3, 1 << (c & 7)
-            new = not bm[j] & bit
-            if new:
-                bm[j] |= bit
-            bm, c = s.sk_seen, (b >> 13) & 0xFFF
-            j, bit = c >> 3, 1 << (c & 7)
-            seen = bm[j] & bit
-            if not seen:
-                bm[j] |= bit
-            c = ((b >> 25) & 0x1FFF) - 1
-            if c >= 0:
-                j, bit = c >> 3, 1 << (c & 7)
-                if bm[j] & bit:
-                    seen = True
-                else:
-                    bm[j] |= bit
-            if new:
-                if novel14:
-                    s.w_fresh += 1
-                s.w_newp += 1
-                if seen:
-                    s.w_tmpl += 1
-        cells.append(cell)
-        novels.append(novel)
-        scores.append(s.smooth)
-        drifts.append(s.drift_level)
-        if w_n >= window:
-            out.special[i] = Scored(cell, novel, s.smooth, s.drift_level)
-            yield i, s
-
-
-def summarise(s: TenantState) -> dict[str, float]:
-    """Features of the current window (see module doc); resets the window counters."""
+    ``window``: events in a full window (:attr:`Windows.count`), for the breadth of a
+    shorter one."""
     v, p = s.w_v, s.w_p
     f = dict.fromkeys(FEATURES, NAN)
     if v:
         f["nov8"] = s.w_nov8 / v
         f["nov12"] = s.w_nov12 / v
         f["nov14"] = s.w_nov14 / v
-        f["spread"] = s.w_spread / v
-        f["spread6"] = sp6 = s.w_spread6 / v
+        sp8, sp6 = s.w_spread / v, s.w_spread6 / v
+        if v < window:
+            sp8 = min(sp8 * _distinct(256, window) * v / (_distinct(256, v) * window), 1.0)
+            sp6 = min(sp6 * _distinct(64, window) * v / (_distinct(64, v) * window), 1.0)
+        f["spread"] = sp8
+        f["spread6"] = sp6
         if s.spread_base >= 0 and s.windows >= 2:
             f["xspread"] = max(0.0, sp6 - s.spread_base)
         s.spread_base = sp6 if s.spread_base < 0 else s.spread_base + 0.1 * (sp6 - s.spread_base)
