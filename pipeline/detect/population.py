@@ -30,7 +30,7 @@ import numpy as np
 
 BUCKETS = 8
 QUANTILES = (0.5, 0.9, 0.99)
-PRIOR_WIDEN = 3.0       # a prior (learned elsewhere) has its median-to-p90 distance taken 3x wider
+PRIOR_WIDEN = 2.0       # a prior (learned elsewhere) has its median-to-p90 distance taken 2x wider
 
 
 def age_bucket(window_index: int) -> int:
