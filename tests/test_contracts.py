@@ -247,3 +247,11 @@ def test_an_adapter_bug_is_an_internal_error_rejection():
     events, rejected = accept(b'{"event_id": "e"}', broken, 384)
     assert events == [] and [r.reason for _, r in rejected] == ["internal_error"]
     assert rejected[0][1].reason in REASONS and "KeyError" in rejected[0][1].detail
+
+
+def test_the_event_schema_file_is_generated_from_the_one_field_table():
+    """``schemas/api_log.schema.json`` is ``python -m pipeline.contracts.fields``'s output:
+    the validator and the schema come from the same table, so they cannot drift apart."""
+    from pipeline.contracts.fields import SCHEMA_PATH, schema_text
+    assert SCHEMA_PATH == SCHEMAS / "api_log.schema.json"
+    assert SCHEMA_PATH.read_text() == schema_text()

@@ -206,3 +206,23 @@ def test_metadata_only_streams_cannot_fire_coverage_on_answer_length_alone():
                          for t in range(30) for j in range(i, i + 10)])
     long = [Event(f"l-{j}", T0 + j * 2000, "long", output_tokens=4000) for j in range(400)]
     assert not [a for s in det.update_many(long) for a in s.alerts]
+
+
+def test_chain_of_thought_wording_alone_fires_nothing(warm):
+    """A tutoring app asks for steps on its own syllabus: CoT wording far above peers, its
+    content that of a focused app. The cot rule needs moving content as well (issue 14:
+    wording is the attacker's to set, so it may only explain or escalate). A distiller with
+    the same wording and never-sent prompts is still named for chain of thought."""
+    det, rng = warm
+    tutor = det.clone()
+    tutor.load_population(det.dump_population())
+    topics = rng.standard_normal((4, DIM))
+    lessons = [Event(e.event_id, e.ts_ms, "tutor", prompt=f"Explain step by step: lesson {i % 6}",
+                     embedding=e.embedding, output_tokens=300)
+               for i, e in enumerate(app_events(rng, topics, "tutor", 400))]
+    assert not [a for e in lessons for a in tutor.update(e).alerts]
+    distiller = det.clone()
+    distiller.load_population(det.dump_population())
+    fired = [a.evidence["fired"] for e in sweep_events(rng, "distiller", 400)
+             for a in distiller.update(e).alerts]
+    assert any("cot" in f for f in fired), fired

@@ -2,10 +2,9 @@
 
 Everything that reaches the detector went through :func:`parse_event`. A message that is
 not a valid event raises :class:`Rejected` with a machine-readable ``reason`` code, which
-the shell sends to the dead-letter topic together with the original bytes. Validation is
-written out by hand (not a JSON-Schema engine) because it runs on every message; the schema
-file ``schemas/api_log.schema.json`` documents the same rules and a test keeps the two in
-step.
+the shell sends to the dead-letter topic together with the original bytes. The rules are
+written once, in :mod:`pipeline.contracts.fields`: the careful path here reads them field
+by field, the fast path is generated from them, and so is ``schemas/api_log.schema.json``.
 
 >>> e = parse_event(b'{"event_id": "e1", "ts": "2026-01-01T10:00:00+02:00", "tenant_id": "t"}')
 >>> e.ts_ms, e.ts_iso()
@@ -22,6 +21,7 @@ import json
 import math
 import re
 from array import array
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -29,14 +29,18 @@ from typing import Any
 import numpy as np
 import orjson
 
-MAX_EVENT_BYTES = 1_048_576
-MAX_METADATA_BYTES = 16_384
-MAX_STRING_CHARS = 1_024
-# Event time outside these bounds is a producer bug, not traffic: 2000-01-01 .. 2100-01-01.
+from pipeline.contracts.fields import (  # noqa: F401  (re-exported: the contract's limits)
+    FIELDS,
+    MAX_EVENT_BYTES,
+    MAX_METADATA_BYTES,
+    MAX_STRING_CHARS,
+    MAX_TS_MS,
+    MIN_TS_MS,
+    Field,
+)
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MS = timedelta(milliseconds=1)   # built once: per call it was 60% of parse_ts
-MIN_TS_MS = 946_684_800_000
-MAX_TS_MS = 4_102_444_800_000
 
 _NUMBER_TYPES = {float, int}
 _FLOAT_ONLY = {float}
@@ -146,14 +150,54 @@ def _string(obj: dict, name: str, *, required: bool = False, max_len: int = MAX_
     return v
 
 
-def _count(obj: dict, name: str) -> int | None:
+def _count(obj: dict, name: str, limit: int) -> int | None:
     v = obj.get(name)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
         raise Rejected("wrong_type", f"{name} must be an integer")
-    if not 0 <= v < 2**31:
-        raise Rejected("out_of_range", f"{name} must be in 0..2^31")
+    if not 0 <= v < limit:
+        raise Rejected("out_of_range", f"{name} must be in 0..{limit - 1}")
+    return v
+
+
+def _number(obj: dict, name: str, limit: float) -> float | None:
+    v = obj.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise Rejected("wrong_type", f"{name} must be a number")
+    if not (math.isfinite(v) and 0 <= v < limit):
+        raise Rejected("out_of_range", f"{name} must be finite, >= 0 and < {limit:g}")
+    return float(v)
+
+
+def _time(obj: dict, name: str, required: bool) -> int | None:
+    v = obj.get(name)
+    if v is None:
+        if required:
+            raise Rejected("missing_field", name)
+        return None
+    if required:
+        return parse_ts(v)
+    try:
+        return parse_ts(v)
+    except Rejected as exc:
+        raise Rejected(exc.reason, f"{name}: {exc.detail}") from None
+
+
+def _object(obj: dict, name: str, limit: int) -> dict | None:
+    v = obj.get(name)
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise Rejected("wrong_type", f"{name} must be an object")
+    try:
+        size = len(orjson.dumps(v))
+    except orjson.JSONEncodeError:   # orjson writes at most 254 levels
+        raise Rejected("metadata_too_deep", f"{name} nested deeper than 254 levels") from None
+    if size > limit:
+        raise Rejected("metadata_too_large", f"{name} over {limit} bytes")
     return v
 
 
@@ -224,138 +268,114 @@ def validate(obj: Any, *, embedding_dim: int | None = 384) -> Event:
     return _validate_carefully(obj, embedding_dim)
 
 
-def _well_typed(obj: dict, embedding_dim: int | None) -> Event | None:
-    """The common, valid record -> :class:`Event`; ``None`` on any doubt.
-
-    Validation runs on every message, and the field-by-field helpers of
-    :func:`_validate_carefully` cost about twice this one pass of exact type checks. It
-    accepts a subset of what the careful path accepts (exact ``str``/``int``/``float``/``dict``
-    types, integer or string ``ts``) and builds the same Event; anything else returns
-    ``None``, and the careful path decides, so rejection reasons are its alone. The embedding
-    comes last: everything else is valid by then, so a :class:`Rejected` from
-    :func:`_embedding` is exactly the careful path's.
-    """
-    get = obj.get
-    event_id, tenant_id, ts = get("event_id"), get("tenant_id"), get("ts")
-    if not (type(event_id) is str and 0 < len(event_id) <= 128
-            and type(tenant_id) is str and 0 < len(tenant_id) <= 256):
-        return None
-    if type(ts) is int:
-        if not MIN_TS_MS <= ts < MAX_TS_MS:
-            return None
-    elif type(ts) is str:
-        try:
-            ts = parse_ts(ts)
-        except Rejected:
-            return None
-    else:
-        return None
-    api_key_id, model, endpoint = get("api_key_id"), get("model"), get("endpoint")
-    prompt, client_ip, user_agent = get("prompt"), get("client_ip"), get("user_agent")
-    if not ((api_key_id is None or type(api_key_id) is str and len(api_key_id) <= 256)
-            and (model is None or type(model) is str and len(model) <= MAX_STRING_CHARS)
-            and (endpoint is None or type(endpoint) is str and len(endpoint) <= MAX_STRING_CHARS)
-            and (prompt is None or type(prompt) is str and len(prompt) <= MAX_EVENT_BYTES)
-            and (client_ip is None or type(client_ip) is str and len(client_ip) <= 64)
-            and (user_agent is None
-                 or type(user_agent) is str and len(user_agent) <= MAX_STRING_CHARS)):
-        return None
-    input_tokens, output_tokens, status = get("input_tokens"), get("output_tokens"), get("status")
-    if not ((input_tokens is None or type(input_tokens) is int and 0 <= input_tokens < 2**31)
-            and (output_tokens is None
-                 or type(output_tokens) is int and 0 <= output_tokens < 2**31)
-            and (status is None or type(status) is int and 0 <= status < 1000)):
-        return None
-    latency = get("latency_ms")
-    if latency is not None:
-        if type(latency) is int and 0 <= latency < 1e9:
-            latency = float(latency)
-        elif not (type(latency) is float and 0.0 <= latency < 1e9):   # false for NaN
-            return None
-    meta = get("metadata")
-    if meta is not None:
-        if type(meta) is not dict:
-            return None
-        try:
-            if len(orjson.dumps(meta)) > MAX_METADATA_BYTES:
-                return None
-        except TypeError:   # not JSON-serialisable (adapters build dicts); careful path raises
-            return None
-    created = get("account_created_at")
-    if created is not None:
-        if type(created) is int and MIN_TS_MS <= created < MAX_TS_MS:
-            pass
-        elif type(created) is str:
-            try:
-                created = parse_ts(created)
-            except Rejected:
-                return None
-        else:
-            return None
-    emb = get("embedding")
-    if emb is not None:
-        emb = _embedding(emb, embedding_dim)
-    elif (b64 := get("embedding_b64")) is not None:
-        emb = _embedding_b64(b64, embedding_dim)
-    return Event(event_id, ts, tenant_id, api_key_id, model, endpoint, prompt, emb,
-                 input_tokens, output_tokens, latency, status, client_ip, user_agent, meta,
-                 created)
-
-
 def _validate_carefully(obj: Any, embedding_dim: int | None) -> Event:
-    """Every check in contract order, each failure with its own reason and detail."""
+    """Every rule of :data:`~pipeline.contracts.fields.FIELDS` in contract order, each
+    failure with its own reason and detail."""
     if not isinstance(obj, dict):
         raise Rejected("not_object", f"top-level JSON is {type(obj).__name__}, not an object")
-    event_id = _string(obj, "event_id", required=True, max_len=128)
-    tenant_id = _string(obj, "tenant_id", required=True, max_len=256)
-    if "ts" not in obj or obj["ts"] is None:
-        raise Rejected("missing_field", "ts")
-    ts_ms = parse_ts(obj["ts"])
-    latency = obj.get("latency_ms")
-    if latency is not None:
-        if isinstance(latency, bool) or not isinstance(latency, (int, float)):
-            raise Rejected("wrong_type", "latency_ms must be a number")
-        if not (math.isfinite(latency) and 0 <= latency < 1e9):
-            raise Rejected("out_of_range", "latency_ms must be finite and >= 0")
-    status = obj.get("status")
-    if status is not None and (isinstance(status, bool) or not isinstance(status, int)):
-        raise Rejected("wrong_type", "status must be an integer")
-    if status is not None and not 0 <= status < 1000:
-        raise Rejected("out_of_range", "status must be an HTTP status code")
-    meta = obj.get("metadata")
-    if meta is not None:
-        if not isinstance(meta, dict):
-            raise Rejected("wrong_type", "metadata must be an object")
-        try:
-            size = len(orjson.dumps(meta))
-        except orjson.JSONEncodeError:   # orjson writes at most 254 levels
-            raise Rejected("metadata_too_deep", "metadata nested deeper than 254 levels") from None
-        if size > MAX_METADATA_BYTES:
-            raise Rejected("metadata_too_large", f"metadata over {MAX_METADATA_BYTES} bytes")
-    created = obj.get("account_created_at")
-    if created is not None:
-        try:
-            created = parse_ts(created)
-        except Rejected as exc:
-            raise Rejected(exc.reason, f"account_created_at: {exc.detail}") from None
-    return Event(
-        event_id=event_id,
-        ts_ms=ts_ms,
-        tenant_id=tenant_id,
-        api_key_id=_string(obj, "api_key_id", max_len=256),
-        model=_string(obj, "model"),
-        endpoint=_string(obj, "endpoint"),
-        prompt=_string(obj, "prompt", max_len=MAX_EVENT_BYTES),
-        embedding=_vector(obj, embedding_dim),
-        input_tokens=_count(obj, "input_tokens"),
-        output_tokens=_count(obj, "output_tokens"),
-        latency_ms=None if latency is None else float(latency),
-        status=status,
-        client_ip=_string(obj, "client_ip", max_len=64),
-        user_agent=_string(obj, "user_agent"),
-        metadata=meta,
-        account_created_ms=created,
-    )
+    values: dict[str, Any] = {}
+    for f in FIELDS:
+        kind = f.kind
+        if kind == "string":
+            v = _string(obj, f.name, required=f.required, max_len=f.limit)
+        elif kind == "time":
+            v = _time(obj, f.name, f.required)
+        elif kind == "count":
+            v = _count(obj, f.name, f.limit)
+        elif kind == "number":
+            v = _number(obj, f.name, f.limit)
+        elif kind == "object":
+            v = _object(obj, f.name, f.limit)
+        elif kind == "vector":
+            v = None if (x := obj.get(f.name)) is None else _embedding(x, embedding_dim)
+        else:                              # vector_b64: read only without a JSON vector
+            if values.get(f.target) is not None or (x := obj.get(f.name)) is None:
+                continue
+            v = _embedding_b64(x, embedding_dim)
+        values[f.target] = v
+    return Event(**values)
+
+
+def _fast_source() -> str:
+    """Source of :func:`_well_typed`, generated from :data:`FIELDS`: exact type checks
+    inline, no call per field (the careful path costs about twice as much)."""
+    lines = ["def _well_typed(obj, embedding_dim):", "    get = obj.get"]
+    add = lines.append
+    vectors = []
+    for i, f in enumerate(FIELDS):
+        v = f"v{i}"
+        if f.kind in ("vector", "vector_b64"):
+            vectors.append((v, f))
+            continue
+        add(f"    {v} = get({f.name!r})")
+        if f.kind == "string":
+            low = "0 < " if f.required else ""
+            test = f"type({v}) is str and {low}len({v}) <= {f.limit}"
+            add(f"    if not ({test if f.required else f'{v} is None or ' + test}):")
+            add("        return None")
+        elif f.kind == "count":
+            add(f"    if not ({v} is None or type({v}) is int and 0 <= {v} < {f.limit}):")
+            add("        return None")
+        elif f.kind == "number":
+            add(f"    if {v} is not None:")
+            add(f"        if type({v}) is int and 0 <= {v} < {f.limit!r}:")
+            add(f"            {v} = float({v})")
+            add(f"        elif not (type({v}) is float and 0.0 <= {v} < {f.limit!r}):")
+            add("            return None")
+        elif f.kind == "time":
+            add(f"    if type({v}) is int:")
+            add(f"        if not {MIN_TS_MS} <= {v} < {MAX_TS_MS}:")
+            add("            return None")
+            add(f"    elif type({v}) is str:")
+            add("        try:")
+            add(f"            {v} = parse_ts({v})")
+            add("        except Rejected:")
+            add("            return None")
+            add("    else:" if f.required else f"    elif {v} is not None:")
+            add("        return None")
+        elif f.kind == "object":
+            add(f"    if {v} is not None:")
+            add(f"        if type({v}) is not dict:")
+            add("            return None")
+            add("        try:")
+            add(f"            if len(orjson.dumps({v})) > {f.limit}:")
+            add("                return None")
+            add("        except TypeError:")
+            add("            return None")
+        else:
+            raise ValueError(f"unknown kind {f.kind!r} of field {f.name}")
+    # the vector last: everything else is valid by then, so its Rejected is the careful path's
+    first = True
+    for v, f in vectors:
+        check = "_embedding" if f.kind == "vector" else "_embedding_b64"
+        if first:
+            add(f"    {f.target} = get({f.name!r})")
+            add(f"    if {f.target} is not None:")
+            add(f"        {f.target} = {check}({f.target}, embedding_dim)")
+            first = False
+        else:
+            add(f"    elif ({v} := get({f.name!r})) is not None:")
+            add(f"        {f.target} = {check}({v}, embedding_dim)")
+    args = {f.target: (f.target if f.kind in ("vector", "vector_b64") else f"v{i}")
+            for i, f in enumerate(FIELDS)}
+    order = [x.name for x in dataclasses.fields(Event) if x.name in args]
+    if set(order) != set(args):
+        raise ValueError(f"fields without an Event attribute: {set(args) - set(order)}")
+    add("    return Event(" + ", ".join(args[k] for k in order) + ")")   # positional: faster
+    return "\n".join(lines) + "\n"
+
+
+_FAST_SOURCE = _fast_source()
+_generated: dict = {}
+exec(compile(_FAST_SOURCE, "<generated from pipeline.contracts.fields>", "exec"), globals(),
+     _generated)
+_well_typed = _generated["_well_typed"]
+_well_typed.__doc__ = """The common, valid record -> :class:`Event`; ``None`` on any doubt.
+
+Generated from :data:`~pipeline.contracts.fields.FIELDS` (``_FAST_SOURCE``). It accepts a
+subset of what :func:`_validate_carefully` accepts (exact ``str``/``int``/``float``/``dict``
+types) and builds the same Event; anything else returns ``None`` and the careful path
+decides, so rejection reasons are its alone."""
 
 
 _SPACED_KEY = re.compile(rb'"\s+:')   # a key written with white space before its colon
