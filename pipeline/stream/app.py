@@ -25,6 +25,7 @@ from pipeline.process import (Processor, PromptVectors, make_campaigns, make_det
                               make_embedder)
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import ClickHouseSink, token
+from pipeline.stream.checkpoint import CheckpointTopic
 from pipeline.stream.codec import decode_batch
 from pipeline.stream.metrics import CONTENT_TYPE, Metrics
 from pipeline.stream.query_endpoint import QueryEndpoint
@@ -151,7 +152,7 @@ def create_app(settings: Settings) -> faust.App:
         global_parts["campaigns.bin"] = (stage, "dump", "load")
     checkpoints = Checkpoints([p for p in (detector, sketcher) if p is not None], s.data_dir,
                               global_parts, idle_ms=s.tenant_idle_hours * 3_600_000,
-                              max_tenants=s.max_tenants)
+                              max_tenants=s.max_tenants, remote=CheckpointTopic(s))
     sink = ClickHouseSink(s.clickhouse_dsn, store_prompts=s.store_prompts,
                           prompt_salt=s.prompt_salt, fault_file=s.fault_file)
     # One thread owns ClickHouse (the embedded engine is not shared across threads);
@@ -224,6 +225,7 @@ def create_app(settings: Settings) -> faust.App:
             dedup = token(s.topic_events, *offset_ranges(batch))
             await loop.run_in_executor(db_thread, sink.write, kept, scored, alerts, dedup)
             metrics.stored(produced_at(batch))
+            checkpoints.cover(s.topic_events, offset_ranges(batch))
             for a in alerts:
                 metrics.alerts[a.severity] += 1
                 await alerts_topic.send(key=a.tenant_id.encode(), value=orjson.dumps(a.to_dict()))
@@ -256,6 +258,7 @@ def create_app(settings: Settings) -> faust.App:
             for a in found:
                 metrics.alerts[a.severity] += 1
                 await alerts_topic.send(key=a.tenant_id.encode(), value=orjson.dumps(a.to_dict()))
+            checkpoints.cover(s.topic_summaries, offset_ranges(batch))
             # saved on the detector thread: nothing mutates the models while they are pickled
             await loop.run_in_executor(cpu_thread, checkpoints.maybe_save_globals)
 
