@@ -30,6 +30,7 @@ from pipeline.stream.codec import decode_batch
 from pipeline.stream.metrics import CONTENT_TYPE, Metrics
 from pipeline.stream.query_endpoint import QueryEndpoint
 from pipeline.stream.redact import Redactor
+from pipeline.stream.redelivery import RedeliveryGuard
 from pipeline.stream.repartition import Repartitioner, dlq_record
 from pipeline.stream.state import Checkpoints
 
@@ -155,6 +156,7 @@ def create_app(settings: Settings) -> faust.App:
                               max_tenants=s.max_tenants, remote=CheckpointTopic(s))
     sink = ClickHouseSink(s.clickhouse_dsn, store_prompts=s.store_prompts,
                           prompt_salt=s.prompt_salt, fault_file=s.fault_file)
+    guard = RedeliveryGuard(sink)   # re-delivered events already stored are not stored again
     # One thread owns ClickHouse (the embedded engine is not shared across threads);
     # another runs the detector so the event loop keeps serving Kafka heartbeats.
     db_thread = ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
@@ -223,7 +225,7 @@ def create_app(settings: Settings) -> faust.App:
             for a in alerts:
                 a.stamped()
             dedup = token(s.topic_events, *offset_ranges(batch))
-            await loop.run_in_executor(db_thread, sink.write, kept, scored, alerts, dedup)
+            await loop.run_in_executor(db_thread, guard.write, kept, scored, alerts, dedup)
             metrics.stored(produced_at(batch))
             checkpoints.cover(s.topic_events, offset_ranges(batch))
             for a in alerts:
@@ -254,7 +256,7 @@ def create_app(settings: Settings) -> faust.App:
                 a.stamped()
             if found:
                 dedup = token(s.topic_summaries, *offset_ranges(batch))
-                await loop.run_in_executor(db_thread, sink.write, [], [], found, dedup)
+                await loop.run_in_executor(db_thread, guard.write, [], [], found, dedup)
             for a in found:
                 metrics.alerts[a.severity] += 1
                 await alerts_topic.send(key=a.tenant_id.encode(), value=orjson.dumps(a.to_dict()))
@@ -266,6 +268,7 @@ def create_app(settings: Settings) -> faust.App:
     async def on_revoked(app, revoked, **kwargs):
         ours = events.get_topic_name()
         checkpoints.forget_partitions({tp.partition for tp in revoked if tp.topic == ours})
+        guard.revoked({tp.partition for tp in revoked if tp.topic == ours})
 
     @app.timer(interval=10.0)
     async def report():
@@ -274,6 +277,7 @@ def create_app(settings: Settings) -> faust.App:
     async def refresh():
         metrics.sink_behind_s = sink.behind_s
         metrics.queries_refused = queries.refused
+        metrics.redelivered_stored = guard.left_out
         metrics.lag = {**consumer_lag(app, {s.topic_events}),
                        s.topic_logs: await repartitioner.lag()}
 

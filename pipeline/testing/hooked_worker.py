@@ -14,11 +14,15 @@ after installing the hooks the environment asks for. Production code has none of
 - ``COVERWATCH_TEST_LAND_THEN_FAIL=N``: the first ``N`` inserts reach the real client and
   land, then raise as if the acknowledgement was lost (the sink must retry with the same
   dedup token, which adds no rows).
+- ``COVERWATCH_TEST_KILL_AFTER_INSERT=N:PATH``: unless ``PATH`` exists, create it and
+  SIGKILL this process right after its ``N``-th events insert landed: before that batch's
+  tenant state and offsets reach Kafka, the moment a re-delivery repeats stored events.
 """
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 log = logging.getLogger("coverwatch.testhooks")
@@ -77,6 +81,21 @@ def install_hooks(env=None) -> None:
                 log.warning("test hook: insert into %s landed (token %s), reporting failure",
                             table, dedup)
                 raise ConnectionError("test hook: acknowledgement lost after the insert")
+        ch.ClickHouseSink._insert = _insert
+    kill_at = env.get("COVERWATCH_TEST_KILL_AFTER_INSERT")
+    if kill_at:
+        n, marker = kill_at.split(":", 1)
+        real_kill = ch.ClickHouseSink._insert
+        inserts = [0]
+
+        def _insert(self, table, data, columns, dedup, column_oriented=False):
+            real_kill(self, table, data, columns, dedup, column_oriented)
+            if table == "coverwatch.events" and not os.path.exists(marker):
+                inserts[0] += 1
+                if inserts[0] >= int(n):
+                    open(marker, "w").close()
+                    log.warning("test hook: SIGKILL after events insert %d", inserts[0])
+                    os.kill(os.getpid(), signal.SIGKILL)
         ch.ClickHouseSink._insert = _insert
 
 
