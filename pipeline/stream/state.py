@@ -221,18 +221,19 @@ class Checkpoints:
     def maybe_save_globals(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._saved_at < self.every_s:
             return
-        offsets = {t: dict(parts) for t, parts in self.offsets.items()}
         for g in self.globals:
-            g.save(offsets)
+            g.save(self.offsets)
         self._saved_at = time.monotonic()
 
     def cover(self, topic: str, ranges) -> None:
         """Note a processed batch's (partition, first, last offset) ranges: the input
         offsets the next global snapshot covers."""
-        parts = self.offsets.setdefault(topic, {})
+        parts = dict(self.offsets.get(topic, {}))
         for p, _, last in ranges:
             if last > parts.get(p, -1):
                 parts[p] = last
+        # replaced, never mutated: the detector thread may be reading it for a save
+        self.offsets = {**self.offsets, topic: parts}
 
 
 def _remote_latest(remote, names: list[str]) -> dict[str, bytes] | None:
