@@ -229,7 +229,7 @@ def test_restart_on_a_fresh_data_dir(fault_kafka, tmp_path, stream):
     raw, expected = stream
     marker = tmp_path / "killed-once"
     w = make_worker(fault_kafka, tmp_path, COVERWATCH_TEST_GLOBALS_EVERY_S="0.2",
-                    COVERWATCH_TEST_KILL_AFTER_INSERT=f"40:{marker}", **HOOKS).start()
+                    COVERWATCH_TEST_KILL_AFTER_ROWS=f"{len(raw) // 3}:{marker}", **HOOKS).start()
     t = paced_produce(w.settings, raw, 40)
     try:
         deadline = time.monotonic() + 240
