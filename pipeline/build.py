@@ -42,9 +42,11 @@ def sink(s: Settings):
                           prompt_salt=s.prompt_salt, fault_file=s.fault_file)
 
 
-def checkpoints(s: Settings, processor: Processor, stage=None):
+def checkpoints(s: Settings, processor: Processor, stage=None, remote=None):
     """The worker's :class:`Checkpoints` over the processor's per-tenant parts (detector,
-    sketcher) and the global models (the detector's population, the campaign stage)."""
+    sketcher) and the global models (the detector's population, the campaign stage);
+    ``remote``: the compacted topic the global models are also saved to
+    (:class:`~pipeline.stream.checkpoint.CheckpointTopic`)."""
     from pipeline.stream.state import Checkpoints
     detector, sketcher = processor.detector, processor.sketcher
     global_parts = {}
@@ -54,4 +56,4 @@ def checkpoints(s: Settings, processor: Processor, stage=None):
         global_parts["campaigns.bin"] = (stage, "dump", "load")
     return Checkpoints([p for p in (detector, sketcher) if p is not None], s.data_dir,
                        global_parts, idle_ms=s.tenant_idle_hours * 3_600_000,
-                       max_tenants=s.max_tenants)
+                       max_tenants=s.max_tenants, remote=remote)

@@ -60,6 +60,7 @@ class Settings:
     prior: str = "text"                # population prior: text | provided | none
     campaigns: bool = True             # the coordinated-campaign stage
     topic_summaries: str = "coverwatch-summaries"   # account summaries -> campaign stage
+    topic_checkpoints: str = "coverwatch-checkpoints"   # global models, compacted
     input_format: str = "coverwatch"   # coverwatch | otel-genai | litellm | kong | bedrock
     input_keyed: bool = False          # api-logs is keyed by tenant: no repartition hop
     fault_file: str = ""               # tests only: while this file exists, inserts fail
@@ -105,6 +106,7 @@ class Settings:
             prior=env.get("COVERWATCH_PRIOR", d.prior),
             campaigns=env.get("COVERWATCH_CAMPAIGNS", "1") not in ("0", "false", "no"),
             topic_summaries=env.get("TOPIC_SUMMARIES", d.topic_summaries),
+            topic_checkpoints=env.get("TOPIC_CHECKPOINTS", d.topic_checkpoints),
             input_format=env.get("COVERWATCH_INPUT_FORMAT", d.input_format),
             input_keyed=env.get("COVERWATCH_INPUT_KEYED", "0") in ("1", "true", "yes"),
             adapter_options=env.get("COVERWATCH_ADAPTER_OPTIONS", ""),

@@ -31,15 +31,29 @@ def test_a_passing_run_merges_its_scenarios(tmp_path):
 
 
 def test_fault_scenarios_record_only_after_their_asserts():
-    """In tests/test_faults.py every ``record(...)`` is its test's last statement, so a
-    failing assert leaves the scenario unrecorded."""
+    """In tests/test_faults.py every ``record(...)`` is the last statement of its test, or
+    of a scenario helper whose call is its test's last statement (inside a ``with`` block
+    at most), so a failing assert leaves the scenario unrecorded."""
     tree = ast.parse((Path(__file__).parent / "test_faults.py").read_text())
-    tests = [f for f in tree.body if isinstance(f, ast.FunctionDef)
-             and f.name.startswith("test_")]
-    assert len(tests) == 5
-    for f in tests:
+    funcs = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    tests = [f for name, f in funcs.items() if name.startswith("test_")]
+    assert len(tests) == 8
+
+    def last_call(f) -> ast.Call:
+        last = f.body[-1]
+        while isinstance(last, ast.With):
+            last = last.body[-1]
+        assert isinstance(last, ast.Expr) and isinstance(last.value, ast.Call), f.name
+        return last.value
+
+    def records_last(f) -> bool:
         calls = [n for n in ast.walk(f) if isinstance(n, ast.Call)
                  and getattr(n.func, "id", None) == "record"]
-        assert len(calls) == 1, f.name
-        last = f.body[-1]
-        assert isinstance(last, ast.Expr) and last.value is calls[0], f.name
+        call = last_call(f)
+        name = getattr(call.func, "id", None)
+        if calls:
+            return len(calls) == 1 and call is calls[0]
+        return name in funcs and not name.startswith("test_") and records_last(funcs[name])
+
+    for f in tests:
+        assert records_last(f), f.name

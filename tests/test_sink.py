@@ -138,3 +138,37 @@ def test_store_prompts_modes(engine_dsn, mode):
 def test_store_prompts_rejects_unknown_modes():
     with pytest.raises(SystemExit):
         Settings.from_env({"COVERWATCH_STORE_PROMPTS": "all"})
+
+
+def test_concurrent_queries_get_their_own_results(sink):
+    """Two analyst queries at once must not read each other's rows. On one shared client
+    a count beside a 10M-row query got 65,410 of that query's rows (the hostile-queries
+    fault scenario found it); each query thread now has a client of its own."""
+    import threading
+
+    from pipeline.sinks import readonly_sql
+    lim = readonly_sql.limits(2, 100_000, 1024)
+    clients, wrong = [], []
+
+    def big():
+        clients.append(sink.query_client)
+        for _ in range(3):
+            try:
+                sink.query("SELECT * FROM numbers(10000000)", limits=lim)
+            except Exception:  # noqa: BLE001 - refused past max_result_rows, as it must be
+                pass
+
+    def small():
+        clients.append(sink.query_client)
+        for _ in range(100):
+            _, got = sink.query("SELECT uniqExact(number) FROM numbers(10)", limits=lim)
+            if got != [[10]]:
+                wrong.append(len(got))
+    sink.query("SELECT 1")        # a client exists before the two threads ask for one
+    threads = [threading.Thread(target=big), threading.Thread(target=small)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert clients[0] is not clients[1]
+    assert wrong == []

@@ -163,7 +163,7 @@ class ClickHouseSink:
         self.behind_since: float | None = None
         self.fault_file = fault_file
         self._client = None
-        self._query_client = None
+        self._query_clients = threading.local()
         self._lock = threading.Lock()
 
     @property
@@ -180,13 +180,17 @@ class ClickHouseSink:
 
     @property
     def query_client(self):
-        """A client of its own for analyst queries. On the embedded engine a second client
-        runs beside the sink's (measured: an insert during a 3 s query returned in 0.3 s),
-        so a query never holds the thread that stores batches."""
-        if self._query_client is None:
+        """A client of its own for analyst queries, one per query thread. On the embedded
+        engine a second client runs beside the sink's (measured: an insert during a 3 s
+        query returned in 0.3 s), so a query never holds the thread that stores batches.
+        Per thread because two queries on one client mix their results: with a 10M-row
+        query beside it, ``SELECT uniqExact(...)`` got 65,410 of the other query's rows
+        (found by the hostile-queries fault scenario; tests/test_sink.py)."""
+        client = getattr(self._query_clients, "client", None)
+        if client is None:
             self.client   # opened and migrated first
-            self._query_client = connect(self.dsn, shared=False)
-        return self._query_client
+            client = self._query_clients.client = connect(self.dsn, shared=False)
+        return client
 
     @property
     def behind_s(self) -> float:

@@ -33,9 +33,11 @@ from pipeline.process import PromptVectors
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import token
 from pipeline.stream.batch import BatchCore, Detected, Record, deliver, keyed_logs, offset_ranges
+from pipeline.stream.checkpoint import CheckpointTopic
 from pipeline.stream.metrics import CONTENT_TYPE, Metrics, consumer_lag
 from pipeline.stream.query_endpoint import QueryEndpoint
 from pipeline.stream.redact import Redactor
+from pipeline.stream.redelivery import RedeliveryGuard
 from pipeline.stream.repartition import Repartitioner
 
 log = logging.getLogger("coverwatch.worker")
@@ -167,7 +169,7 @@ def create_app(settings: Settings) -> faust.App:
     # the internal topic carries vectors, text signals and pseudonyms, not raw fields.
     redactor = None if s.store_prompts == "text" else Redactor(
         PromptVectors(processor.embedder, s.vector_cache), s.prompt_salt, s.store_prompts)
-    checkpoints = build.checkpoints(s, processor, stage)
+    checkpoints = build.checkpoints(s, processor, stage, remote=CheckpointTopic(s))
     # The table is only read on the detector thread, and Faust pauses the streams while it
     # recovers the table after a rebalance.
     core = BatchCore(processor, checkpoints, state.get, source.get_topic_name(),
@@ -175,6 +177,7 @@ def create_app(settings: Settings) -> faust.App:
                                        s.topic_logs) if keyed else None,
                      redact=redactor if keyed else None)
     sink = build.sink(s)
+    guard = RedeliveryGuard(sink)   # re-delivered events already stored are not stored again
     # One thread owns ClickHouse (the embedded engine is not shared across threads);
     # another runs the detector so the event loop keeps serving Kafka heartbeats.
     db_thread = ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
@@ -193,7 +196,7 @@ def create_app(settings: Settings) -> faust.App:
             await repartitioner.run()
 
     out = FaustOutputs(dlq=dlq, alerts=alerts_topic, summaries=summaries, table=state,
-                       sink=sink, db_thread=db_thread, metrics=metrics)
+                       sink=guard, db_thread=db_thread, metrics=metrics)
 
     @app.agent(source)
     async def detect(stream):
@@ -206,8 +209,10 @@ def create_app(settings: Settings) -> faust.App:
         async for batch in stream.take_events(s.sink_batch if keyed else 64,
                                               within=s.sink_within_s):
             t0 = time.perf_counter()
-            detected = await loop.run_in_executor(cpu_thread, core.run, records(batch, keyed))
+            recs = records(batch, keyed)
+            detected = await loop.run_in_executor(cpu_thread, core.run, recs)
             await deliver(detected, out)
+            checkpoints.cover(source.get_topic_name(), offset_ranges(recs))
             if keyed:
                 metrics.events_in += len(batch)
             metrics.replayed_skipped += detected.skipped
@@ -228,11 +233,12 @@ def create_app(settings: Settings) -> faust.App:
                 cpu_thread, stage.update_many, [orjson.loads(ev.value) for ev in batch])
             for a in found:
                 a.stamped(DETECTOR_VERSION)
+            ranges = offset_ranges(records(batch))
             if found:
-                await out.store(Detected(alerts=found, dedup=token(
-                    s.topic_summaries, *offset_ranges(records(batch)))))
+                await out.store(Detected(alerts=found, dedup=token(s.topic_summaries, *ranges)))
             for a in found:
                 await out.alert(a)
+            checkpoints.cover(s.topic_summaries, ranges)
             # saved on the detector thread: nothing mutates the models while they are pickled
             await loop.run_in_executor(cpu_thread, checkpoints.maybe_save_globals)
 
@@ -240,6 +246,7 @@ def create_app(settings: Settings) -> faust.App:
     async def on_revoked(app, revoked, **kwargs):
         ours = source.get_topic_name()
         checkpoints.forget_partitions({tp.partition for tp in revoked if tp.topic == ours})
+        guard.revoked({tp.partition for tp in revoked if tp.topic == ours})
 
     @app.timer(interval=10.0)
     async def report():
@@ -248,6 +255,7 @@ def create_app(settings: Settings) -> faust.App:
     async def refresh():
         metrics.sink_behind_s = sink.behind_s
         metrics.queries_refused = queries.refused
+        metrics.redelivered_stored = guard.left_out
         metrics.lag = {s.topic_logs: faust_lag(app, s.topic_logs)} if keyed else {
             s.topic_events: faust_lag(app, s.topic_events),
             s.topic_logs: await repartitioner.lag()}

@@ -62,6 +62,7 @@ class Metrics:
         self.events_detected = 0
         self.duplicates = 0
         self.replayed_skipped = 0
+        self.redelivered_stored = 0
         self.tenants = 0
         self.sink_behind_s = 0.0
         self.batch_seconds = 0.0
@@ -146,6 +147,8 @@ class _Collector:
                 ("duplicates", m.duplicates, "Re-sent events dropped by event_id."),
                 ("redelivered_skipped", m.replayed_skipped,
                  "Re-delivered events the tenant state had already learned."),
+                ("redelivered_stored", m.redelivered_stored,
+                 "Re-delivered events found already stored, left out of the insert."),
                 ("queries_refused", m.queries_refused,
                  "/query calls refused (unauthorised, not loopback, too many at once)."),
                 ("tenants_expired", m.tenants_expired,

@@ -4,9 +4,11 @@ Per-tenant state (the detector's and the campaign sketcher's) is checkpointed by
 into a Faust table (changelog-backed) after every batch; this object decides when to
 restore a tenant from it and which re-delivered events to skip, so a restart never teaches
 the detector the same event twice. Global models (the detector's population, the campaign
-stage) are one object per worker, larger than a Kafka message, and are saved to the
-worker's data directory every ``every_s`` seconds: a crash loses at most that much of
-their learning, no tenant state and no events. Every checkpoint carries a tag of the
+stage) are one object per worker, larger than a Kafka message, and are saved every
+``every_s`` seconds to the worker's data directory and to the compacted checkpoint topic
+(:mod:`pipeline.stream.checkpoint`, compressed), so a worker on a fresh data directory or
+another machine restores them: a crash loses at most ``every_s`` of their learning, no
+tenant state and no events. Every checkpoint carries a tag of the
 detector version; one written by another version is discarded (the tenant starts fresh).
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 from pipeline.detect import DETECTOR_VERSION
+from pipeline.stream import checkpoint
 
 log = logging.getLogger(__name__)
 _HEADER = struct.Struct(">qI")   # learned-up-to position, state version tag
@@ -32,24 +35,63 @@ def version_tag(*parts) -> int:
 
 
 class GlobalCheckpoint:
-    """One global model saved to a file: ``dump``/``load`` method names given by the caller."""
+    """One global model, saved to a file and (``remote``) to the checkpoint topic.
 
-    def __init__(self, obj, path: Path, tag: int, dump: str, load: str):
-        self.obj, self.path, self.tag = obj, path, tag
+    At start the newer of the file's and the topic's snapshot of this detector version is
+    loaded, so a worker on a fresh data directory or another machine comes back warm. A save
+    is skipped while the model's bytes are unchanged (a worker that does not own the
+    summaries partition never overwrites the stage another worker is advancing)."""
+
+    def __init__(self, obj, path: Path, tag: int, dump: str, load: str, remote=None,
+                 remote_value: bytes | None = None):
+        self.obj, self.path, self.tag, self.remote = obj, path, tag, remote
+        self.name = path.name
         self.dump, self.load = getattr(obj, dump), getattr(obj, load)
+        local = remote_snap = None
         if path.exists():
-            data = path.read_bytes()
-            if data[:4] == _LEN.pack(tag):
-                self.load(data[4:])
-                log.info("restored %s from %s", type(obj).__name__, path)
-            else:
-                log.warning("%s is from another detector version; starting fresh", path)
+            local = _decoded(path.read_bytes(), int(path.stat().st_mtime * 1000), path)
+        if remote_value is not None:
+            remote_snap = _decoded(remote_value, 0, f"topic record {self.name}")
+        for snap, where in ((local, path), (remote_snap, "the checkpoint topic")):
+            if snap is not None and snap.tag != tag:
+                log.warning("%s in %s is from another detector version; ignored",
+                            self.name, where)
+        best = checkpoint.newest(tag, local, remote_snap)
+        self.restored_from = None
+        if best is not None:
+            self.load(best.payload)
+            self.restored_from = "topic" if best is remote_snap else "disk"
+            log.info("restored %s from %s (saved %d ms ago, offsets %s)", type(obj).__name__,
+                     self.restored_from, checkpoint.now_ms() - best.saved_ms, best.offsets)
+        self._crc = zlib.crc32(self.dump())
 
-    def save(self) -> None:
+    def save(self, offsets: dict | None = None) -> bool:
+        payload = self.dump()
+        crc = zlib.crc32(payload)
+        if crc == self._crc:
+            return False
+        data = checkpoint.encode(checkpoint.Snapshot(self.tag, checkpoint.now_ms(), payload,
+                                                     offsets or {}))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(_LEN.pack(self.tag) + self.dump())
+        tmp.write_bytes(data)
         os.replace(tmp, self.path)
+        if self.remote is not None:
+            try:
+                self.remote.put(self.name, data)
+            except Exception:  # noqa: BLE001 - the disk copy stands; the next save retries
+                log.exception("could not send %s to the checkpoint topic", self.name)
+                return True
+        self._crc = crc
+        return True
+
+
+def _decoded(data: bytes, mtime_ms: int, where) -> checkpoint.Snapshot | None:
+    try:
+        return checkpoint.decode(data, mtime_ms)
+    except Exception:  # noqa: BLE001 - a damaged snapshot must not stop the worker
+        log.exception("unreadable global checkpoint in %s; ignored", where)
+        return None
 
 
 class Checkpoints:
@@ -65,10 +107,10 @@ class Checkpoints:
 
     def __init__(self, tenant_parts: list, data_dir: str, global_parts: dict | None = None,
                  every_s: float = 5.0, idle_ms: int = 7 * 86_400_000,
-                 max_tenants: int = 200_000):
+                 max_tenants: int = 200_000, remote=None):
         """``tenant_parts``: objects with dump_tenant/load_tenant (and forget_tenant, to be
         evicted); ``global_parts``: file name -> (object, dump method name, load method
-        name)."""
+        name); ``remote``: a :class:`~pipeline.stream.checkpoint.CheckpointTopic`."""
         self.parts = tenant_parts
         self.idle_ms = idle_ms
         self.max_tenants = max_tenants
@@ -77,8 +119,12 @@ class Checkpoints:
         self.expired = self.evicted = 0
         self.every_s = every_s
         self.tag = version_tag(*tenant_parts)
-        self.globals = [GlobalCheckpoint(obj, Path(data_dir) / name, self.tag, dump, load)
-                        for name, (obj, dump, load) in (global_parts or {}).items()]
+        global_parts = global_parts or {}
+        found = _remote_latest(remote, list(global_parts))
+        self.globals = [GlobalCheckpoint(obj, Path(data_dir) / name, self.tag, dump, load,
+                                         remote, (found or {}).get(name))
+                        for name, (obj, dump, load) in global_parts.items()]
+        self.offsets: dict[str, dict[int, int]] = {}   # input topic -> partition -> last
         self._last: dict[str, int] = {}           # tenant -> last learned position
         self._partition: dict[str, int] = {}      # tenant -> events-topic partition
         self._saved_at = time.monotonic()
@@ -176,5 +222,28 @@ class Checkpoints:
         if not force and time.monotonic() - self._saved_at < self.every_s:
             return
         for g in self.globals:
-            g.save()
+            g.save(self.offsets)
         self._saved_at = time.monotonic()
+
+    def cover(self, topic: str, ranges) -> None:
+        """Note a processed batch's (partition, first, last offset) ranges: the input
+        offsets the next global snapshot covers."""
+        parts = dict(self.offsets.get(topic, {}))
+        for p, _, last in ranges:
+            if last > parts.get(p, -1):
+                parts[p] = last
+        # replaced, never mutated: the detector thread may be reading it for a save
+        self.offsets = {**self.offsets, topic: parts}
+
+
+def _remote_latest(remote, names: list[str]) -> dict[str, bytes] | None:
+    """The topic's newest snapshot per model; None when the topic cannot be reached (the
+    worker then starts from its local snapshots, and keeps sending new ones)."""
+    if remote is None or not names:
+        return None
+    try:
+        remote.ensure()
+        return remote.latest(names)
+    except Exception:  # noqa: BLE001 - detection must start even without the topic
+        log.exception("checkpoint topic unreachable; restoring from local disk only")
+        return None

@@ -14,11 +14,17 @@ after installing the hooks the environment asks for. Production code has none of
 - ``COVERWATCH_TEST_LAND_THEN_FAIL=N``: the first ``N`` inserts reach the real client and
   land, then raise as if the acknowledgement was lost (the sink must retry with the same
   dedup token, which adds no rows).
+- ``COVERWATCH_TEST_KILL_AFTER_ROWS=N:PATH``: unless ``PATH`` exists, create it and
+  SIGKILL this process right after the events insert that takes the rows it stored to
+  ``N`` or more landed: before that batch's tenant state and offsets reach Kafka, the
+  moment a re-delivery repeats stored events. (Rows, not inserts: a loaded worker takes
+  larger batches, and a count of inserts was not reached in one run with a CPU hog.)
 """
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 log = logging.getLogger("coverwatch.testhooks")
@@ -77,6 +83,21 @@ def install_hooks(env=None) -> None:
                 log.warning("test hook: insert into %s landed (token %s), reporting failure",
                             table, dedup)
                 raise ConnectionError("test hook: acknowledgement lost after the insert")
+        ch.ClickHouseSink._insert = _insert
+    kill_at = env.get("COVERWATCH_TEST_KILL_AFTER_ROWS")
+    if kill_at:
+        n, marker = kill_at.split(":", 1)
+        real_kill = ch.ClickHouseSink._insert
+        rows = [0]
+
+        def _insert(self, table, data, columns, dedup, column_oriented=False):
+            real_kill(self, table, data, columns, dedup, column_oriented)
+            if table == "coverwatch.events" and not os.path.exists(marker):
+                rows[0] += len(data[0]) if column_oriented else len(data)
+                if rows[0] >= int(n):
+                    open(marker, "w").close()
+                    log.warning("test hook: SIGKILL after storing %d rows", rows[0])
+                    os.kill(os.getpid(), signal.SIGKILL)
         ch.ClickHouseSink._insert = _insert
 
 

@@ -30,6 +30,7 @@ def isolated_settings(bootstrap: str, workdir: Path, *, uid: str | None = None,
     base = dict(kafka_bootstrap=bootstrap, clickhouse_dsn=f"chdb://{workdir / 'clickhouse'}",
                 topic_logs=f"logs-{uid}", topic_dlq=f"dlq-{uid}", topic_alerts=f"alerts-{uid}",
                 topic_events=f"events-{uid}", topic_summaries=f"summaries-{uid}",
+                topic_checkpoints=f"checkpoints-{uid}",
                 app_id=f"cw-{uid}", data_dir=str(workdir / "worker"), web_port=free_port())
     return Settings(**{**base, **overrides})
 
@@ -46,6 +47,7 @@ def settings_env(s: Settings) -> dict[str, str]:
             "TOPIC_API_LOGS": s.topic_logs, "TOPIC_DLQ": s.topic_dlq,
             "TOPIC_ALERTS": s.topic_alerts, "TOPIC_EVENTS": s.topic_events,
             "TOPIC_SUMMARIES": s.topic_summaries, "TOPIC_PARTITIONS": str(s.partitions),
+            "TOPIC_CHECKPOINTS": s.topic_checkpoints,
             "COVERWATCH_APP_ID": s.app_id, "COVERWATCH_DATA_DIR": s.data_dir,
             "COVERWATCH_WEB_PORT": str(s.web_port), "COVERWATCH_DETECTOR": s.detector}
 
