@@ -80,10 +80,10 @@ class CheckpointTopic:
     """The compacted topic of global-model snapshots, keys ``<app_id>/<model>``."""
 
     def __init__(self, settings, timeout_s: float = 10.0):
-        from pipeline.kafka_io import client_config
+        from pipeline.kafka_options import kafka_python_options
         self.topic = settings.topic_checkpoints
         self.prefix = settings.app_id + "/"
-        self.cfg = client_config(settings)
+        self.cfg = kafka_python_options(settings)
         self.timeout_s = timeout_s
         self._producer = None
 
