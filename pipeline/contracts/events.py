@@ -104,8 +104,9 @@ class Event:
         return d
 
 
-_OPTIONAL = ("api_key_id", "model", "endpoint", "prompt", "embedding", "input_tokens",
-             "output_tokens", "latency_ms", "status", "client_ip", "user_agent", "metadata")
+# what to_dict writes as it is (times are written as RFC 3339; the vector as JSON floats)
+_OPTIONAL = tuple(f.name for f in FIELDS
+                  if not f.required and f.kind not in ("time", "vector_b64"))
 
 
 def ms_to_iso(ts_ms: int) -> str:
