@@ -7,6 +7,8 @@
 #   infra/kafka.sh stop   [--data DIR]           SIGTERM, up to 30 s, then SIGKILL
 #   infra/kafka.sh status [--data DIR]           exit 0 running, 3 not running
 #   infra/kafka.sh topics [--port P] NAME[:PARTITIONS] ...   create topics idempotently
+#   infra/kafka.sh consume [--port P] TOPIC      print TOPIC's messages from the beginning,
+#                                                then follow it (Ctrl-C stops)
 #
 # Environment:
 #   KAFKA_VERSION    Kafka version to fetch (default: the one in infra/kafka/pom.xml)
@@ -425,6 +427,22 @@ PY
     fi
 }
 
+# ---------------------------------------------------------------- consume
+cmd_consume() {
+    local port_given=0
+    for a in "$@"; do [[ "$a" == --port* ]] && port_given=1; done
+    parse_args "$@"
+    if (( port_given == 0 )) && [[ -f "$DATA/server.properties" ]] && [[ -n "$(live_pid)" ]]; then
+        PORT="$(configured_port)"
+    fi
+    [[ ${#ARGS[@]} -eq 1 ]] || die "usage: kafka.sh consume [--port P] TOPIC"
+    have_jars || die "no Kafka jars in $LIB_DIR (run: infra/kafka.sh fetch)"
+    exec java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+        -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="${TMPDIR:-/tmp}" \
+        -cp "$LIB_DIR/*" org.apache.kafka.tools.consumer.ConsoleConsumer \
+        --bootstrap-server "127.0.0.1:$PORT" --topic "${ARGS[0]}" --from-beginning
+}
+
 # ---------------------------------------------------------------- main
 ARGS=()
 cmd="${1:-}"
@@ -435,6 +453,7 @@ case "$cmd" in
     stop)   cmd_stop "$@" ;;
     status) cmd_status "$@" ;;
     topics) cmd_topics "$@" ;;
+    consume) cmd_consume "$@" ;;
     -h|--help|help|"") usage ;;
     *) usage; die "unknown command: $cmd" ;;
 esac

@@ -39,9 +39,12 @@ done
 cat <<MSG
 
 coverwatch is running: Kafka at $KAFKA_BOOTSTRAP, ClickHouse embedded under var/clickhouse.
-While it runs, query ClickHouse through the worker from another shell:
-  .venv/bin/coverwatch top
+Alerts go to the Kafka topic 'alerts' (printed below as they arrive) and to the ClickHouse
+table coverwatch.alerts. While it runs, from another shell:
+  .venv/bin/coverwatch top                  # riskiest tenants, with why
+  .venv/bin/coverwatch query "SELECT ts, tenant_id, detector, severity, summary FROM coverwatch.alerts FINAL ORDER BY ts DESC LIMIT 10"
   .venv/bin/coverwatch query "SELECT tenant_id, count() FROM coverwatch.events GROUP BY tenant_id ORDER BY 2 DESC LIMIT 10"
+  bash infra/kafka.sh consume alerts        # the raw alert messages on the topic
   curl -s localhost:$COVERWATCH_WEB_PORT/metrics
 Streaming demo traffic now; alerts print below as they arrive. Ctrl-C stops everything.
 
