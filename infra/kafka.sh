@@ -7,8 +7,10 @@
 #   infra/kafka.sh stop   [--data DIR]           SIGTERM, up to 30 s, then SIGKILL
 #   infra/kafka.sh status [--data DIR]           exit 0 running, 3 not running
 #   infra/kafka.sh topics [--port P] NAME[:PARTITIONS] ...   create topics idempotently
-#   infra/kafka.sh consume [--port P] TOPIC      print TOPIC's messages from the beginning,
-#                                                then follow it (Ctrl-C stops)
+#   infra/kafka.sh consume [--port P] TOPIC [-- CONSOLE-CONSUMER-OPTIONS]
+#                                                print TOPIC's messages from the beginning,
+#                                                then follow it (Ctrl-C stops); e.g.
+#                                                `-- --max-messages 5 --timeout-ms 10000`
 #
 # Environment:
 #   KAFKA_VERSION    Kafka version to fetch (default: the one in infra/kafka/pom.xml)
@@ -435,12 +437,12 @@ cmd_consume() {
     if (( port_given == 0 )) && [[ -f "$DATA/server.properties" ]] && [[ -n "$(live_pid)" ]]; then
         PORT="$(configured_port)"
     fi
-    [[ ${#ARGS[@]} -eq 1 ]] || die "usage: kafka.sh consume [--port P] TOPIC"
+    [[ ${#ARGS[@]} -ge 1 ]] || die "usage: kafka.sh consume [--port P] TOPIC [-- OPTIONS]"
     have_jars || die "no Kafka jars in $LIB_DIR (run: infra/kafka.sh fetch)"
     exec java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
         -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="${TMPDIR:-/tmp}" \
         -cp "$LIB_DIR/*" org.apache.kafka.tools.consumer.ConsoleConsumer \
-        --bootstrap-server "127.0.0.1:$PORT" --topic "${ARGS[0]}" --from-beginning
+        --bootstrap-server "127.0.0.1:$PORT" --topic "${ARGS[0]}" --from-beginning "${ARGS[@]:1}"
 }
 
 # ---------------------------------------------------------------- main

@@ -91,6 +91,24 @@ def test_kafka_python_to_aiokafka_roundtrip(broker):
     assert sorted(values) == list(range(N))
 
 
+def test_consume_prints_a_topic(broker):
+    """`infra/kafka.sh consume TOPIC` (what `make run` tells users to read alerts with)
+    prints the topic's messages from the beginning."""
+    from kafka import KafkaProducer
+    broker.create_topics({"infra-consume": 1})
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for i in range(3):
+        p.send("infra-consume", json.dumps({"alert": i}).encode())
+    p.flush()
+    p.close()
+    out = subprocess.run(["bash", str(KAFKA_SH), "consume", "--port", str(broker.port),
+                          "infra-consume", "--", "--max-messages", "3", "--timeout-ms", "30000"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")] \
+        == [{"alert": 0}, {"alert": 1}, {"alert": 2}]
+
+
 def test_start_is_idempotent_and_restart_keeps_data(broker):
     pid = broker.pid
     assert pid is not None
