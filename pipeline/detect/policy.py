@@ -11,6 +11,14 @@ percentile for tenants of the same age.
 'kept reaching new embedding regions (coverage growth 0.97; 1.00 = every query somewhere new), 1.2x the 90th percentile of tenants at 400 queries (0.80), and 30% landed in regions few tenants ever reach (p90 10%)'
 >>> describe([("cot", 1.0, 0.0)], 50, 100)
 'asked for step-by-step reasoning in 50 of its last 50 queries (100%), far above the 90th percentile of tenants at 100 queries (0%)'
+
+A feature the population has no figure for yet (NaN p90: the prior leaves the rare-cell
+share out) is stated without a comparison, never as "p90 nan%":
+
+>>> describe([("newp", 0.88, 0.54), ("rare", 0.14, float("nan"))], 50, 1600)
+'sent 44 never-before-seen prompts in its last 50 queries (88%), 1.6x the 90th percentile of tenants at 1,600 queries (54%), and 14% landed in regions few tenants ever reach'
+>>> describe([("growth", 0.9, float("nan"))], 50, 100)
+'kept reaching new embedding regions (coverage growth 0.90; 1.00 = every query somewhere new), with no population figure yet for tenants at 100 queries'
 """
 from __future__ import annotations
 
@@ -52,6 +60,9 @@ def _ratio(value: float, p90: float) -> str:
 
 
 def _lead(feature: str, value: float, p90: float, window: int, n: int) -> str:
+    if not math.isfinite(p90):
+        return (_lead(feature, value, 0.0, window, n).split(", far above the 90th")[0]
+                + f", with no population figure yet for tenants at {n:,} queries")
     tail = f"{_ratio(value, p90)} the 90th percentile of tenants at {n:,} queries"
     if feature in _LEAD:
         head = _LEAD[feature].format(k=round(value * window), w=window)
@@ -73,6 +84,8 @@ def _lead(feature: str, value: float, p90: float, window: int, n: int) -> str:
 
 
 def _clause(feature: str, value: float, p90: float, window: int) -> str:
+    if not math.isfinite(p90):
+        return _clause(feature, value, 0.0, window).rsplit(" (p90 ", 1)[0]
     if feature == "out_tok":
         return (f"answers averaged {_tokens(value):,.0f} output tokens "
                 f"(p90 {_tokens(p90):,.0f})")
