@@ -71,8 +71,12 @@ def test_hydra_accounts_split_one_sweep(traffic):
             rows[tid] = set(traffic.rows[traffic.tenant == k].tolist())
     allrows = [r for s in rows.values() for r in s]
     # disjoint slices of one sweep, which starts a second pass only when it has asked every
-    # prompt (the shipped sample, used without the corpus, is smaller than a campaign)
-    assert len(set(allrows)) == min(len(allrows), len(traffic.pool))
+    # prompt it sweeps: the pool's own prompts, not the strategy texts appended to it (the
+    # shipped sample, used without the corpus, is smaller than a campaign)
+    from pipeline.simulate.strategies import STRATEGY_KIND
+    pool = traffic.pool
+    swept = sum(len(pool.cat_rows[c]) for c in pool.cats(exclude_kinds=(STRATEGY_KIND,)))
+    assert len(set(allrows)) == min(len(allrows), swept)
 
 
 def test_deterministic_and_seeded():
