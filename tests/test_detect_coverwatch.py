@@ -226,3 +226,28 @@ def test_chain_of_thought_wording_alone_fires_nothing(warm):
     fired = [a.evidence["fired"] for e in sweep_events(rng, "distiller", 400)
              for a in distiller.update(e).alerts]
     assert any("cot" in f for f in fired), fired
+
+
+def test_sweepers_outnumbering_apps_are_judged_against_the_prior_not_themselves():
+    """A small gateway whose tenants are mostly sweepers (issue 14, small deployments): the
+    prior (here learned from 40 apps, as ``pipeline.detect.prior`` learns it from public
+    traffic) anchors the population, and sweeper windows, extreme against it, do not teach
+    it. Judged against a population of themselves, the sweepers would be its median."""
+    rng = np.random.default_rng(3)
+    ref = CoverwatchDetector(window=20, min_windows=20, seed=5, prior=None,
+                             population_windows=10**9)
+    population(ref, rng)
+    det = CoverwatchDetector(window=20, min_windows=20, seed=5, prior=None)
+    det._pop.set_prior(ref._pop.hist, ref._pop.count)
+    topics = {t: rng.standard_normal((4, DIM)) for t in range(10)}
+    flagged = set()
+    for i in range(0, 140, 10):
+        batch = []
+        for t in range(10):
+            batch += app_events(rng, topics[t], f"app{t}", 10, start=i)
+        for t in range(200):
+            batch += sweep_events(rng, f"sweeper{t}", 10, start=i, template="Tell me about {}",
+                                  output_tokens=200)
+        flagged |= {a.tenant_id for s in det.update_many(batch) for a in s.alerts}
+    assert sum(t.startswith("sweeper") for t in flagged) >= 190
+    assert not any(t.startswith("app") for t in flagged)

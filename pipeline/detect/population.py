@@ -10,6 +10,12 @@ Two parts, both small and shared by all tenants:
 - One River :class:`~river.anomaly.HalfSpaceTrees` over the whole feature vector, whose
   score is itself tracked with a histogram and scored like any other feature.
 
+A bucket can start from a *prior* (:mod:`pipeline.detect.prior`: the same histograms learned
+from public traffic) worth :data:`PRIOR_WEIGHT` windows and mixed with the deployment's own
+histogram, so a small gateway, or one whose tenants are mostly attackers, is judged against
+what ordinary traffic looks like rather than against itself; the deployment's own windows
+outweigh the prior as they come.
+
 Each tenant feeds only a log-spaced subset of its windows (:func:`feeds_population`), so a
 machine-rate tenant with thousands of windows weighs about as much as a small one: the
 attackers are part of the population, and they must not become its high quantiles.
@@ -30,7 +36,8 @@ import numpy as np
 
 BUCKETS = 8
 QUANTILES = (0.5, 0.9, 0.99)
-PRIOR_WIDEN = 2.0       # a prior (learned elsewhere) has its median-to-p90 distance taken 2x wider
+PRIOR_WIDEN = 2.0       # a prior (learned elsewhere) has its spread above the median taken 2x wider
+PRIOR_WEIGHT = 200      # the prior counts as this many windows of each bucket
 
 
 def age_bucket(window_index: int) -> int:
@@ -59,22 +66,36 @@ class Population:
         self.count = np.zeros(BUCKETS, dtype=np.int64)
         self._cache: list[np.ndarray | None] = [None] * BUCKETS
         self._cached_at = np.full(BUCKETS, -1, dtype=np.int64)
-        self.prior: list[np.ndarray | None] = [None] * BUCKETS   # quantiles, see set_prior
+        # per bucket: the prior's histogram scaled to PRIOR_WEIGHT windows, and its quantiles
+        self.prior: list[np.ndarray | None] = [None] * BUCKETS
+        self._prior_q: list[np.ndarray | None] = [None] * BUCKETS
 
     def set_prior(self, hist: np.ndarray, count: np.ndarray) -> None:
-        """Quantiles to use for a bucket until it has ``min_windows`` windows of its own
-        (:mod:`pipeline.detect.prior`). Never mixed with the traffic's own histograms: a prior
-        that does not fit the deployment must not hold its population back."""
-        own, own_n = self.hist, self.count
-        self.hist, self.count = hist, count
-        try:
-            self.prior = [self._compute(b) if count[b] >= self.min_windows else None
-                          for b in range(BUCKETS)]
-        finally:
-            self.hist, self.count = own, own_n
-        for q in self.prior:          # learned elsewhere: conservative (PRIOR_WIDEN)
-            if q is not None:
-                q[:, 1] = q[:, 0] + PRIOR_WIDEN * (q[:, 1] - q[:, 0])
+        """Start each bucket from a prior (:mod:`pipeline.detect.prior`) worth
+        :data:`PRIOR_WEIGHT` windows, mixed with the traffic's own histogram: the prior
+        anchors a small or attacker-heavy deployment, its own windows outweigh it as they
+        come. Learned elsewhere, so conservative: mass above each feature's median is
+        stretched :data:`PRIOR_WIDEN` times further from it."""
+        self.prior = [None] * BUCKETS
+        for b in range(BUCKETS):
+            if count[b] < self.min_windows:
+                continue
+            h = np.asarray(hist[b], dtype=np.float64)
+            self.prior[b] = _stretch(h, PRIOR_WIDEN) * (PRIOR_WEIGHT / count[b])
+            self._prior_q[b] = _quantiles(self.prior[b], self.min_windows)
+
+    def __getstate__(self) -> dict:
+        # the prior is package data: checkpoints carry the traffic's own histograms only
+        # (the detector sets its prior again after loading one)
+        state = dict(self.__dict__)
+        state["prior"] = [None] * BUCKETS
+        state["_prior_q"] = [None] * BUCKETS
+        return state
+
+    def prior_quantiles(self, bucket: int) -> np.ndarray | None:
+        """The prior's quantiles alone for ``bucket`` (None without a prior): a fixed
+        reference, which the traffic (attackers included) cannot move."""
+        return self._prior_q[bucket]
 
     def warm(self, bucket: int) -> bool:
         """Whether ``bucket`` has windows enough of its own traffic."""
@@ -88,26 +109,49 @@ class Population:
 
     def _compute(self, bucket: int) -> np.ndarray:
         h = self.hist[bucket]
-        cum = np.cumsum(h, axis=1)
-        tot = cum[:, -1:]
-        out = np.full((self.n_features, len(QUANTILES)), np.nan)
-        for j, q in enumerate(QUANTILES):
-            # first bin whose cumulative count reaches q of the total; report its upper edge
-            k = (cum < np.maximum(q * tot, 1)).sum(axis=1)
-            out[:, j] = (np.minimum(k, self.bins - 1) + 1) / self.bins
-        out[tot[:, 0] < self.min_windows] = np.nan
-        return out
+        if self.prior[bucket] is not None:
+            h = h + self.prior[bucket]
+        return _quantiles(h, self.min_windows)
 
     def quantiles(self, bucket: int) -> np.ndarray | None:
-        """Quantiles for ``bucket``; while it is cold, the prior's for it, or the nearest
-        younger warm bucket's; or None."""
+        """Quantiles for ``bucket`` (its own windows and its prior); while it has neither
+        enough, the nearest younger bucket's; or None."""
         for b in range(bucket, -1, -1):
-            if self.count[b] < self.min_windows:
-                if b == bucket and self.prior[b] is not None:
-                    return self.prior[b]
+            if self.count[b] < self.min_windows and self.prior[b] is None:
                 continue
             if self._cache[b] is None or self.count[b] - self._cached_at[b] >= self.refresh:
                 self._cache[b] = self._compute(b)
                 self._cached_at[b] = self.count[b]
             return self._cache[b]
         return None
+
+
+def _quantiles(hist: np.ndarray, min_windows: int) -> np.ndarray:
+    """``[features, len(QUANTILES)]`` from ``hist [features, bins]``: the upper edge of the
+    first bin whose cumulative count reaches each quantile (exact to one bin); NaN for a
+    feature with fewer than ``min_windows`` windows."""
+    bins = hist.shape[1]
+    cum = np.cumsum(hist, axis=1)
+    tot = cum[:, -1:]
+    out = np.full((hist.shape[0], len(QUANTILES)), np.nan)
+    for j, q in enumerate(QUANTILES):
+        k = (cum < np.maximum(q * tot, 1e-9)).sum(axis=1)
+        out[:, j] = (np.minimum(k, bins - 1) + 1) / bins
+    out[tot[:, 0] < min_windows] = np.nan
+    return out
+
+
+def _stretch(hist: np.ndarray, factor: float) -> np.ndarray:
+    """``hist [features, bins]`` with each feature's mass above its median bin moved
+    ``factor`` times as far from it (clipped to the last bin)."""
+    out = np.zeros_like(hist)
+    bins = hist.shape[1]
+    idx = np.arange(bins)
+    for f in range(hist.shape[0]):
+        tot = hist[f].sum()
+        if tot <= 0:
+            continue
+        m = int(np.searchsorted(np.cumsum(hist[f]), 0.5 * tot))
+        to = np.where(idx > m, np.minimum(m + np.round(factor * (idx - m)), bins - 1), idx)
+        np.add.at(out[f], to.astype(np.int64), hist[f])
+    return out
