@@ -1,5 +1,6 @@
 """Bounded tenant state: idle tenants expire, the least recent beyond the ceiling wait in the
-table, and a tenant evicted and restored scores exactly as one that stayed in memory."""
+table (on disk, out of the process's memory), and a tenant evicted and restored scores exactly
+as one that stayed in memory."""
 from __future__ import annotations
 
 import pytest
