@@ -51,7 +51,7 @@ def fill_changelog(bootstrap: str, topic: str, tenants: int, values: list[bytes]
     """Produce one record per tenant (Kafka's default partitioner, as the table's); seconds."""
     from kafka import KafkaProducer
     p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20,
-                      max_request_size=8 * MB, buffer_memory=256 * MB)
+                      max_request_size=8 * MB)
     t = time.perf_counter()
     for i in range(tenants):
         p.send(topic, key=f"tenant-{i}".encode(), value=values[i % len(values)])
