@@ -9,10 +9,11 @@ tenant, 6 GB at a million). :class:`TenantStore` is Faust's RocksDB store (throu
   (two at most) and an 8 MiB block cache (:data:`ROCKSDB_OPTIONS`; Faust's defaults are
   64 MiB x 3 and 2 GiB);
 - a key is written to, read from and deleted in the database of *its* changelog partition.
-  Faust's store files a write under the partition of the stream's current event, which for a
-  batch (``take_events``) is the batch's last event, whatever the key; a tenant written
-  under another partition's database would be read back stale after that partition's
-  changelog was recovered, or lost with it on a rebalance.
+  Faust's store files a write under the partition of the stream's current event: the detect
+  agent writes after a batch (``take_events``), where there is none (Faust's store fails an
+  assertion), and a batch mixes partitions anyway; a tenant filed under another partition's
+  database would be read back stale after that partition's changelog was recovered, or lost
+  with it on a rebalance (``tests/test_tenant_eviction.py`` checks where a worker files them).
 
 The databases sit in ``<COVERWATCH_DATA_DIR>/v1/tables/tenant-state-<p>.db``
 and hold the same keys as the compacted changelog: a tenant's checkpoint lives there until
