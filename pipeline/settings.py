@@ -51,6 +51,7 @@ class Settings:
     stall_s: float = 60.0           # /health fails when nothing was stored this long with lag
     tenant_idle_hours: int = 168    # a tenant idle this long (event time) expires
     max_tenants: int = 200_000      # live tenants per worker; beyond, the least recent wait
+    table_store: str = "rocksdb"    # tenant-state table: on disk ("rocksdb") or "memory"
                                     # in the table (checkpoint bytes) until they send again
     store_prompts: str = "none"     # none | hash | text
     prompt_salt: str = ""
@@ -99,6 +100,7 @@ class Settings:
             stall_s=float(_int(env, "COVERWATCH_STALL_S", int(d.stall_s))),
             tenant_idle_hours=_int(env, "COVERWATCH_TENANT_IDLE_HOURS", d.tenant_idle_hours),
             max_tenants=_int(env, "COVERWATCH_MAX_TENANTS", d.max_tenants),
+            table_store=env.get("COVERWATCH_TABLE_STORE", d.table_store),
             store_prompts=env.get("COVERWATCH_STORE_PROMPTS", d.store_prompts),
             prompt_salt=env.get("COVERWATCH_PROMPT_SALT", ""),
             sink_batch=_int(env, "COVERWATCH_SINK_BATCH", d.sink_batch),
@@ -114,6 +116,8 @@ class Settings:
         )
         if s.store_prompts not in ("none", "hash", "text"):
             raise SystemExit("COVERWATCH_STORE_PROMPTS must be none, hash or text")
+        if s.table_store not in ("rocksdb", "memory"):
+            raise SystemExit("COVERWATCH_TABLE_STORE must be rocksdb or memory")
         if s.prior not in ("text", "provided", "none"):
             raise SystemExit("COVERWATCH_PRIOR must be text, provided or none")
         return replace(s, **overrides) if overrides else s

@@ -1,5 +1,6 @@
 """Bounded tenant state: idle tenants expire, the least recent beyond the ceiling wait in the
-table, and a tenant evicted and restored scores exactly as one that stayed in memory."""
+table (on disk, out of the process's memory), and a tenant evicted and restored scores exactly
+as one that stayed in memory."""
 from __future__ import annotations
 
 import pytest
@@ -132,3 +133,62 @@ def test_the_worker_expires_idle_tenants_and_caps_live_ones(kafka, tmp_path):
         p.close()
     finally:
         w.stop(signal.SIGKILL)
+
+
+def test_evicted_tenants_leave_process_memory(tmp_path):
+    """Past the ceiling each new tenant must cost the process far less than its checkpoint:
+    the evicted ones' state is on disk (the worker's RocksDB table store), not in the heap.
+    The same run over a dict table (what Faust's ``memory://`` holds) is the control: there
+    every evicted tenant keeps its checkpoint bytes, and the measurement must see them."""
+    from pipeline.bench.tenant_memory import measure
+    kw = dict(tenants=6000, max_tenants=1000, batch=500, samples=6, workdir=str(tmp_path))
+    disk = measure(store="rocksdb", **kw)
+    assert disk["tenants_evicted"] >= 4000 and disk["tenants_live_at_end"] <= 1500
+    checkpoint = disk["checkpoint_bytes_per_tenant"]
+    assert checkpoint > 3000, "tenant checkpoints were not written to the table"
+    assert disk["bytes_per_tenant_past_the_ceiling"]["heap"] < checkpoint / 8
+    memory = measure(store="memory", **kw)
+    assert memory["bytes_per_tenant_past_the_ceiling"]["heap"] > checkpoint * 0.8
+
+
+@pytest.mark.integration
+def test_the_worker_keeps_evicted_tenants_on_disk_in_their_partition(kafka, tmp_path):
+    """A live worker with a ceiling of 5: every tenant's checkpoint is in the RocksDB database
+    of the changelog partition its key hashes to (a batch mixes partitions; a state filed
+    under another one would be read back stale after that partition's recovery)."""
+    import signal
+
+    import orjson
+    from kafka import KafkaProducer
+    from rocksdict import Options, Rdict
+
+    from pipeline.kafka_options import kafka_python_options
+    from pipeline.stream.tablestore import key_partition
+    from tests.conftest import make_worker
+    w = make_worker(kafka, tmp_path, COVERWATCH_DETECTOR="burst", COVERWATCH_EMBEDDER="none",
+                    COVERWATCH_MAX_TENANTS="5").start()
+    t0, n = 1767225600000, 60
+    try:
+        p = KafkaProducer(**kafka_python_options(w.settings))
+        for i in range(n + 1):
+            p.send(w.settings.topic_logs, orjson.dumps(
+                {"event_id": f"e{i}", "ts": t0 + i, "tenant_id": f"t-{i}"}))
+            if i == n - 1:   # the last one in a later batch, which evicts
+                p.flush()
+                w.wait_for(lambda m: m.get("coverwatch_events_detected_total", 0) >= n)
+        p.flush()
+        p.close()
+        w.wait_for(lambda m: m.get("coverwatch_tenants_evicted_total", 0) >= n - 5,
+                   what="tenants beyond the ceiling evicted")
+        assert w.metrics()["coverwatch_tenants_tracked"] <= 5 + 1
+    finally:
+        w.stop(signal.SIGTERM)
+    found: dict[bytes, int] = {}
+    tables = tmp_path / "worker" / "v1" / "tables"
+    for part in range(w.settings.partitions):
+        db = Rdict(str(tables / f"tenant-state-{part}.db"), options=Options(raw_mode=True))
+        found.update((k, part) for k in db.keys() if not k.startswith(b"__faust"))
+        db.close()
+    assert set(found) == {f"t-{i}".encode() for i in range(n + 1)}
+    misplaced = {k: p for k, p in found.items() if key_partition(k, w.settings.partitions) != p}
+    assert not misplaced

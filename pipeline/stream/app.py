@@ -39,6 +39,7 @@ from pipeline.stream.query_endpoint import QueryEndpoint
 from pipeline.stream.redact import Redactor
 from pipeline.stream.redelivery import RedeliveryGuard
 from pipeline.stream.repartition import Repartitioner
+from pipeline.stream.tablestore import ALIAS, ROCKSDB_OPTIONS
 
 log = logging.getLogger("coverwatch.worker")
 
@@ -118,7 +119,8 @@ def create_app(settings: Settings) -> faust.App:
         s.app_id,
         broker=[f"kafka://{h}" for h in bootstrap(s)],
         broker_credentials=faust_credentials(s),
-        store="memory://",
+        # the tenant-state table on disk, in memory of a fixed size (pipeline/stream/tablestore)
+        store=f"{ALIAS}://" if s.table_store == "rocksdb" else "memory://",
         datadir=s.data_dir,
         topic_partitions=s.partitions,
         web_port=s.web_port,
@@ -157,7 +159,8 @@ def create_app(settings: Settings) -> faust.App:
     summaries = app.topic(s.topic_summaries, value_type=bytes, key_type=bytes, partitions=1,
                           internal=True)
     state = app.Table("tenant-state", default=None, partitions=s.partitions,
-                      use_partitioner=True, key_type=bytes, value_type=bytes)
+                      use_partitioner=True, key_type=bytes, value_type=bytes,
+                      options=dict(ROCKSDB_OPTIONS) if s.table_store == "rocksdb" else None)
 
     metrics = Metrics()
     # the campaign stage runs in its own agent below, so the processor has none; the

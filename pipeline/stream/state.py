@@ -101,8 +101,8 @@ class Checkpoints:
     :meth:`evict` bounds it. A tenant idle for ``idle_ms`` of *event* time expires: its
     state is forgotten here and deleted from the table, so it comes back fresh. Beyond
     ``max_tenants`` live tenants, the least recently seen are forgotten here only: their
-    checkpoint stays in the table (a few KB of bytes instead of the live objects) and is
-    restored when they send again, exactly as after a rebalance.
+    checkpoint stays in the table, which is on disk (:mod:`pipeline.stream.tablestore`), and
+    is restored when they send again, exactly as after a rebalance.
     """
 
     def __init__(self, tenant_parts: list, data_dir: str, global_parts: dict | None = None,
