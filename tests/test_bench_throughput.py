@@ -9,7 +9,8 @@ from pipeline.bench import throughput
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 
 
-@pytest.mark.parametrize("name", ["throughput.json", "throughput-quick.json"])
+@pytest.mark.parametrize("name", ["throughput.json", "throughput-quick.json",
+                                  "throughput-b64.json"])
 def test_results_carry_e2e_vs_replay_and_keyed_rows(name):
     r = orjson.loads((RESULTS / name).read_bytes())
     for mode in throughput.MODES:

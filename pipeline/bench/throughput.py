@@ -662,8 +662,9 @@ def markdown(r: dict) -> str:
                      f"{_fmt(s.get('heap_bytes_per_tenant'))} | {_fmt(s.get('dump_bytes_per_tenant'))} |")
     lines += ["", "Method notes:", ""]
     lines += [f"- {k}: {v}" for k, v in r.get("notes", {}).items()]
-    lines += ["", f"Command: `coverwatch bench throughput{' --quick' if r['quick'] else ''} "
-              f"--out {r['out']}`; {r['seconds']:.0f} s.", ""]
+    cmd = r.get("command") or (f"coverwatch bench throughput{' --quick' if r['quick'] else ''} "
+                               f"--out {r['out']}")
+    lines += ["", f"Command: `{cmd}`; {r['seconds']:.0f} s.", ""]
     return "\n".join(lines)
 
 
@@ -748,6 +749,20 @@ ENCODING_LABEL = {"json": "JSON float lists (`embedding`, 384 floats), not `embe
                   "f32": "`embedding_b64`, little-endian float32"}
 
 
+def command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run."""
+    parts = ["coverwatch bench throughput"] + (["--quick"] if args.quick else [])
+    if args.embedding_encoding != "json":
+        parts.append(f"--embedding-encoding {args.embedding_encoding}")
+    if args.skip:
+        parts.append(f"--skip {args.skip}")
+    if args.rate != 5_000:
+        parts.append(f"--rate {args.rate}")
+    if args.seed:
+        parts.append(f"--seed {args.seed}")
+    return " ".join(parts + [f"--out {args.out}"])
+
+
 def run(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
     sizes = QUICK if args.quick else FULL
@@ -756,7 +771,7 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     r: dict = {"quick": bool(args.quick), "out": str(args.out), "machine": machine(),
                "sizes": sizes, "latency_rate": args.rate, "provided": {}, "text": {},
-               "embedding_encoding": args.embedding_encoding,
+               "embedding_encoding": args.embedding_encoding, "command": command(args),
                "notes": {**NOTES, "encoding": ENCODING_NOTE[args.embedding_encoding]}}
     detector = r["machine"]["detector"]
     log(f"machine: {r['machine']['nproc']} cores, {r['machine']['cpu_model']}; "
