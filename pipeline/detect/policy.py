@@ -60,39 +60,42 @@ def _ratio(value: float, p90: float) -> str:
 
 
 def _lead(feature: str, value: float, p90: float, window: int, n: int) -> str:
-    if not math.isfinite(p90):
-        return (_lead(feature, value, 0.0, window, n).split(", far above the 90th")[0]
-                + f", with no population figure yet for tenants at {n:,} queries")
-    tail = f"{_ratio(value, p90)} the 90th percentile of tenants at {n:,} queries"
+    """The fired feature stated, then compared with the population's p90 for tenants this
+    old (or said to have no figure yet: NaN p90)."""
     if feature in _LEAD:
-        head = _LEAD[feature].format(k=round(value * window), w=window)
-        return f"{head} ({value:.0%}), {tail} ({p90:.0%})"
-    if feature == "out_tok":
-        return (f"drew answers averaging {_tokens(value):,.0f} output tokens over its last "
-                f"{window} queries, {_ratio(_tokens(value), _tokens(p90))} the 90th percentile "
-                f"of tenants at {n:,} queries ({_tokens(p90):,.0f})")
-    if feature == "growth":
-        return (f"kept reaching new embedding regions (coverage growth {value:.2f}; 1.00 = every "
-                f"query somewhere new), {tail} ({p90:.2f})")
-    if feature == "cdrift":
-        return (f"moved away from its own past content (MMD drift {value:.2f} on a 0-1 scale) in "
-                f"its last {window} queries, {tail} ({p90:.2f})")
-    if feature == "drift":
-        return (f"moved away from its own history: its rate of new regions rose by "
-                f"{value:.0%} over its usual level, {tail} ({p90:.0%})")
-    return f"had {feature} at {value:.2f}, {tail} ({p90:.2f})"
+        head = f"{_LEAD[feature].format(k=round(value * window), w=window)} ({value:.0%})"
+        shown = f"{p90:.0%}"
+    elif feature == "out_tok":
+        head = (f"drew answers averaging {_tokens(value):,.0f} output tokens over its last "
+                f"{window} queries")
+        value, p90, shown = _tokens(value), _tokens(p90), f"{_tokens(p90):,.0f}"
+    elif feature == "growth":
+        head = (f"kept reaching new embedding regions (coverage growth {value:.2f}; 1.00 = "
+                f"every query somewhere new)")
+        shown = f"{p90:.2f}"
+    elif feature == "cdrift":
+        head = (f"moved away from its own past content (MMD drift {value:.2f} on a 0-1 "
+                f"scale) in its last {window} queries")
+        shown = f"{p90:.2f}"
+    elif feature == "drift":
+        head = (f"moved away from its own history: its rate of new regions rose by "
+                f"{value:.0%} over its usual level")
+        shown = f"{p90:.0%}"
+    else:
+        head, shown = f"had {feature} at {value:.2f}", f"{p90:.2f}"
+    if not math.isfinite(p90):
+        return f"{head}, with no population figure yet for tenants at {n:,} queries"
+    return f"{head}, {_ratio(value, p90)} the 90th percentile of tenants at {n:,} queries ({shown})"
 
 
 def _clause(feature: str, value: float, p90: float, window: int) -> str:
-    if not math.isfinite(p90):
-        return _clause(feature, value, 0.0, window).rsplit(" (p90 ", 1)[0]
     if feature == "out_tok":
-        return (f"answers averaged {_tokens(value):,.0f} output tokens "
-                f"(p90 {_tokens(p90):,.0f})")
-    if feature in _CLAUSE:
-        text = _CLAUSE[feature].format(v=value, k=round(value * window))
-        return f"{text} (p90 {p90:.0%})"
-    return f"{feature} was {value:.2f} (p90 {p90:.2f})"
+        text, shown = f"answers averaged {_tokens(value):,.0f} output tokens", f"{_tokens(p90):,.0f}"
+    elif feature in _CLAUSE:
+        text, shown = _CLAUSE[feature].format(v=value, k=round(value * window)), f"{p90:.0%}"
+    else:
+        text, shown = f"{feature} was {value:.2f}", f"{p90:.2f}"
+    return f"{text} (p90 {shown})" if math.isfinite(p90) else text
 
 
 def describe(fired: list[tuple[str, float, float]], window: int, n: int) -> str:

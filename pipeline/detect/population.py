@@ -77,6 +77,7 @@ class Population:
         come. Learned elsewhere, so conservative: mass above each feature's median is
         stretched :data:`PRIOR_WIDEN` times further from it."""
         self.prior = [None] * BUCKETS
+        self._prior_q = [None] * BUCKETS
         for b in range(BUCKETS):
             if count[b] < self.min_windows:
                 continue
@@ -96,10 +97,6 @@ class Population:
         """The prior's quantiles alone for ``bucket`` (None without a prior): a fixed
         reference, which the traffic (attackers included) cannot move."""
         return self._prior_q[bucket]
-
-    def warm(self, bucket: int) -> bool:
-        """Whether ``bucket`` has windows enough of its own traffic."""
-        return bool(self.count[bucket] >= self.min_windows)
 
     def learn(self, bucket: int, x: np.ndarray) -> None:
         ok = ~np.isnan(x)
