@@ -163,7 +163,7 @@ def test_the_worker_keeps_evicted_tenants_on_disk_in_their_partition(kafka, tmp_
     from rocksdict import Options, Rdict
 
     from pipeline.kafka_options import kafka_python_options
-    from pipeline.stream.tablestore import key_partition
+    from pipeline.stream.codec import key_partition
     from tests.conftest import make_worker
     w = make_worker(kafka, tmp_path, COVERWATCH_DETECTOR="burst", COVERWATCH_EMBEDDER="none",
                     COVERWATCH_MAX_TENANTS="5").start()

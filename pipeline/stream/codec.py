@@ -32,9 +32,14 @@ _EMBEDDING_AT = [f.name for f in fields(Event)].index("embedding")
 _HEADER = struct.Struct(">I")
 
 
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (topics and table changelogs) gives ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def partition_for(tenant_id: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives the key ``tenant_id`` (as tables use)."""
-    return (murmur2(tenant_id.encode()) & 0x7FFFFFFF) % partitions
+    """The partition of the key ``tenant_id`` (as tables use)."""
+    return key_partition(tenant_id.encode(), partitions)
 
 
 def encode_batch(events: Sequence[Event]) -> bytes:

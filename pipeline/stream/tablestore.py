@@ -26,18 +26,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-from aiokafka.partitioner import murmur2
 from faust.stores import STORES, rocksdb
+
+from pipeline.stream.codec import key_partition
 
 ALIAS = "coverwatch-rocksdb"
 MiB = 1 << 20
 ROCKSDB_OPTIONS = {"write_buffer_size": 4 * MiB, "max_write_buffer_number": 2,
                    "block_cache_size": 8 * MiB, "driver": "rocksdict"}
-
-
-def key_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (the changelog's) gives ``key``."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class TenantStore(rocksdb.Store):
