@@ -7,6 +7,7 @@ import pytest
 from pipeline.contracts.events import Event
 from pipeline.detect.coverwatch import RULE_SCALES, CoverwatchDetector
 from pipeline.detect.population import Population, age_bucket, feeds_population
+from pipeline.simulate.corpus import corpus_available
 
 T0 = 1_767_225_600_000
 DIM = 24
@@ -251,3 +252,18 @@ def test_sweepers_outnumbering_apps_are_judged_against_the_prior_not_themselves(
         flagged |= {a.tenant_id for s in det.update_many(batch) for a in s.alerts}
     assert sum(t.startswith("sweeper") for t in flagged) >= 190
     assert not any(t.startswith("app") for t in flagged)
+
+
+@pytest.mark.skipif(not corpus_available(), reason="the prior is learned from the real prompts")
+def test_the_shipped_prior_is_what_its_build_command_gives(tmp_path):
+    """``prior.npz`` is package data every figure in the README depends on: the command
+    that builds it must give it back bit for bit from the current code, or a rebuild
+    silently changes detection (a change of the population's learn rule once made the
+    build keep 30% fewer windows: not the prior any README figure was measured with)."""
+    from pipeline.detect import prior
+
+    rebuilt = prior.build(path=tmp_path / "prior.npz")
+    with np.load(prior.PATH) as shipped, np.load(rebuilt) as got:
+        assert list(got["features"]) == list(shipped["features"])
+        for key in shipped.files:
+            assert np.array_equal(got[key], shipped[key]), key

@@ -451,10 +451,12 @@ class CoverwatchDetector:
         exclusion feeds on itself, each excluded broad window narrowing the population
         until ordinary broad tenants are flagged: 6% of ordinary benign tenants on the
         report split, 21% with a lighter prior); without one, a window scoring
-        ``release`` or more."""
+        ``release`` or more, once its bucket is warm (a cold bucket is scored against a
+        neighbouring bucket's quantiles, and must still fill: this is how
+        ``python -m pipeline.detect.prior`` builds the shipped prior)."""
         pq = self._pop.prior_quantiles(bucket)
         if pq is None:
-            return raw < self.release
+            return raw < self.release or self._pop.count[bucket] < self._pop.min_windows
         return max(self._score(x, pq, bucket)[1]) < PRIOR_LEARN_BELOW
 
     def _bounds(self, q: np.ndarray) -> tuple[list, list, list]:

@@ -66,8 +66,9 @@ def load(space: str, features: tuple[str, ...], buckets: int,
     return out, count
 
 
-def build(tenants: int = 300, days: float = 3.0, seed: int = 0) -> Path:
-    """Learn the priors from the calib split's benign tenants (one per space) and save them."""
+def build(tenants: int = 300, days: float = 3.0, seed: int = 0, path: Path = PATH) -> Path:
+    """Learn the priors from the calib split's benign tenants (one per space) and save them
+    to ``path`` (tests rebuild into a temporary file and compare with the shipped one)."""
     from pipeline.bench.detect import events_for, get_text_embedder, single_thread_blas
     from pipeline.detect.coverwatch import ALL_FEATURES, CoverwatchDetector
     from pipeline.simulate.traffic import generate
@@ -99,8 +100,8 @@ def build(tenants: int = 300, days: float = 3.0, seed: int = 0) -> Path:
     for k in list(arrays):
         if k.startswith("hist_"):
             arrays[k] = arrays[k][:, keep]
-    np.savez_compressed(PATH, features=np.array([ALL_FEATURES[j] for j in keep]), **arrays)
-    return PATH
+    np.savez_compressed(path, features=np.array([ALL_FEATURES[j] for j in keep]), **arrays)
+    return path
 
 
 if __name__ == "__main__":
