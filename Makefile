@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-faults bench bench-quick clean kafka-start kafka-stop
+.PHONY: install run test test-faults test-faults-hog bench bench-quick clean kafka-start kafka-stop
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: install
 
 test-faults: install
 	$(BIN)/python -m pytest -q -m faults tests/
+
+# the fault suite RUNS times in a row, each beside a CPU hog; records runs_with_cpu_hog
+RUNS ?= 5
+test-faults-hog: install
+	$(BIN)/python -m pipeline.testing.hog_runs --runs $(RUNS)
 
 bench: install
 	$(BIN)/coverwatch bench detect --out bench/results/detect.json

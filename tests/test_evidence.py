@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import orjson
@@ -57,3 +58,41 @@ def test_fault_scenarios_record_only_after_their_asserts():
 
     for f in tests:
         assert records_last(f), f.name
+
+
+def test_hog_runs_replace_the_final_code_and_keep_the_earlier_counts(tmp_path):
+    path = tmp_path / "faults.json"
+    path.write_bytes(orjson.dumps({
+        "scenarios": {"a": {"x": 1}},
+        "runs_with_cpu_hog": {"final_code": {"runs": 2, "passed": 2, "minutes": [11.2, 12.0]},
+                              "earlier": [{"code": "old", "runs": 1, "passed": 0}],
+                              "hog": "h"}}))
+    final = Evidence(path).record_hog_runs(
+        [{"passed": True, "minutes": 9.31}, {"passed": False, "minutes": 3.0, "failure": "F"}],
+        hog="a hog", commit="abc", previous="before")
+    assert final == {"runs": 2, "passed": 1, "minutes": [9.3, 3.0], "commit": "abc",
+                     "failure": "F"}
+    data = orjson.loads(path.read_bytes())
+    assert data["scenarios"] == {"a": {"x": 1}}
+    assert data["runs_with_cpu_hog"] == {
+        "final_code": final, "hog": "a hog",
+        "earlier": [{"code": "before", "runs": 2, "passed": 2, "minutes": [11.2, 12.0]},
+                    {"code": "old", "runs": 1, "passed": 0}]}
+
+
+def test_hog_runs_stop_at_the_first_failure_and_record_it(tmp_path):
+    from pipeline.testing import hog_runs
+    out = tmp_path / "faults.json"
+    ok = f"{sys.executable} -c 'print(\"8 passed\")'"
+    assert hog_runs.main(["--runs", "2", "--cmd", ok, "--logs", str(tmp_path),
+                          "--out", str(out)]) == 0
+    assert orjson.loads(out.read_bytes())["runs_with_cpu_hog"]["final_code"]["passed"] == 2
+    bad = (f"{sys.executable} -c 'print(\"FAILED tests/test_faults.py::test_x - boom\"); "
+           "raise SystemExit(1)'")
+    assert hog_runs.main(["--runs", "3", "--cmd", bad, "--logs", str(tmp_path),
+                          "--out", str(out)]) == 1
+    block = orjson.loads(out.read_bytes())["runs_with_cpu_hog"]
+    assert block["final_code"]["runs"] == 1 and block["final_code"]["passed"] == 0
+    assert block["final_code"]["failure"] == "FAILED tests/test_faults.py::test_x"
+    assert block["earlier"][0]["passed"] == 2
+    assert (tmp_path / "faults-run-1.log").exists()
