@@ -100,17 +100,29 @@ def test_answer_length_does_not_decide_a_campaign():
 
 def test_accounts_seen_in_the_first_day_are_established():
     # a worker that starts on a gateway with customers sees all of them "for the first
-    # time" in its first hours: the same sweep pattern among them is not a campaign of new
-    # accounts, unless account_created_at says they are new
+    # time" in its first hours: they are established accounts. Established accounts that
+    # share a prompt template and an SDK (independent products do) are not a campaign...
     rng = np.random.default_rng(4)
-    _, alerts = _run(_background(rng) + _sweep(rng, start_h=2))
+    sweep = _sweep(rng, start_h=2)
+    for e, _ in sweep:
+        e.client_ip = None
+    _, alerts = _run(_background(rng) + sweep)
     assert alerts == []
+    # ... but one machine room (the same SDK from one address block) sweeping together is,
+    # even when it was already running when the worker started; it is not called new
+    _, alerts = _run(_background(rng) + _sweep(rng, start_h=2))
+    assert alerts, "a hydra already running at start-up, on one operator's machines"
+    assert alerts[0].evidence["new_account_share"] == 0.0
+    assert "new accounts" not in alerts[0].evidence["signals"]
+    # account_created_at marks young accounts as new: then the template alone will do
     pairs = _background(rng) + _sweep(rng, start_h=2)
     for e, _ in pairs:
+        e.client_ip = None
         e.account_created_ms = (T0 + 1 * HOUR if e.tenant_id.startswith("hydra-")
                                 else T0 - 400 * 24 * HOUR)
     _, alerts = _run(pairs)
     assert alerts, "account_created_at marks the young accounts as new"
+    assert "new accounts" in alerts[0].evidence["signals"]
 
 
 def test_independent_broad_products_sharing_nothing_are_not_a_campaign():

@@ -11,20 +11,26 @@ How a campaign is found (no labels; population baselines learned online):
 
 1. **Sweep-like new accounts.** Per query-count bucket (50, 100, 200, 400, ... queries) the
    stage keeps histograms of every account's breadth (distinct cells / queries) and region
-   coverage. An account is a *candidate* while it is *new* and young (at most
-   ``young_queries`` queries), rarely repeats a prompt (``max_repeat``), and its breadth
-   and coverage are both at or above the ``candidate_quantile`` of accounts at the same
-   count (and breadth >= ``min_breadth``). New means created at most ``new_account_ms``
-   before its summary when the events carry ``account_created_at``; without it, first seen
-   at least ``established_after_ms`` after the stage's first summary: a worker that starts
-   on a gateway with customers sees every one of them "for the first time" in its first
-   hours, and they are established accounts, not a campaign's fresh ones.
+   coverage. An account is a *candidate* while it is young (at most ``young_queries``
+   queries), rarely repeats a prompt (``max_repeat``), and its breadth and coverage are
+   both at or above the ``candidate_quantile`` of accounts at the same count (and
+   breadth >= ``min_breadth``). It is *new* when created at most ``new_account_ms``
+   before its summary and the events carry ``account_created_at``; without it, when first
+   seen at least ``established_after_ms`` after the stage's first summary: a worker that
+   starts on a gateway with customers sees every one of them "for the first time" in its
+   first hours, and they are established accounts, not a campaign's fresh ones. An
+   established account is still a candidate, but meets others only on one machine room
+   (below), and a campaign of them is not called new: a hydra already running when the
+   worker starts is still one operation (report split, text mode: 73 -> 92 of 97 hydra
+   members named with the per-tenant rules, no benign tenant more).
    Nothing is a candidate until its bucket has ``warmup`` summaries. Once a campaign is
    confirmed, an account at or above the population *median* may join it (never open a
    group): members of a campaign that dominates its own population are still named.
 2. **Candidate groups without O(n^2), on evidence of one operation.** A candidate is looked
    up in a few band keys: its infrastructure (user agent + IP prefix) and each prompt
-   skeleton it re-uses (one query source and style). Sharing a model and endpoint is no
+   skeleton it re-uses (one query source and style); an established account only in the
+   first, and only with an address prefix (independent products share popular templates
+   and SDKs, rarely an address block as well). Sharing a model and endpoint is no
    such evidence (every customer of a model does), so it is a condition, not a key: many
    independent broad products that signed up around the same time never meet unless they
    share infrastructure or templates. Only groups filed under one of its keys are compared, at most
@@ -39,8 +45,8 @@ How a campaign is found (no labels; population baselines learned online):
    (typically at its first summary, after 50 queries).
 
 One tenant with many API keys is one account here (sketches are per tenant), so a large
-customer's keys never form a group; established accounts (over ``young_queries``) never
-join one.
+customer's keys never form a group; accounts over ``young_queries`` queries never join
+one.
 
 >>> import numpy as np
 >>> from pipeline.campaigns.sketch import AccountSketcher
@@ -208,7 +214,8 @@ class CampaignStage:
         Summaries a query-count bucket needs before its accounts can be candidates.
     established_after_ms
         Without ``account_created_at``, an account first seen less than this long after the
-        stage's first summary is established (never a candidate).
+        stage's first summary is established (it meets others only on user agent and
+        address prefix together, and a campaign of them is not called new).
     new_account_ms
         With ``account_created_at``, an account created at most this long before its
         summary is new.
@@ -363,7 +370,7 @@ class CampaignStage:
         """Sweep-like for its query count; ``loose``: only at the population median, which
         lets an account join a confirmed campaign, but then it must re-ask half as often."""
         if q > self.young_queries or nv < 0.5 * q or breadth < self.min_breadth \
-                or not self._new(s):
+                or not self._band_keys(s):
             return False
         rep = s.get("exact_repeat")
         if rep is not None and rep > (self.max_repeat / 2 if loose else self.max_repeat):
@@ -380,12 +387,20 @@ class CampaignStage:
         return int(s["first_ts_ms"]) >= self._first_ts + self.established_after_ms
 
     def _band_keys(self, s: dict) -> list[tuple]:
+        """Where an account looks for its group: its infrastructure (user agent + address
+        prefix) and the prompt skeletons it re-uses. An *established* account (see
+        :meth:`_new`) meets others only on the full infrastructure of one machine room
+        (user agent *and* address prefix): a worker started on a gateway with customers
+        must still see a campaign already running there, and independent products may
+        share a popular prompt template or SDK, rarely an address block and an SDK."""
         keys = []
+        new = self._new(s)
         if s.get("user_agent"):
-            for pre in (s.get("ip_prefixes") or [0])[:3]:
+            for pre in (s.get("ip_prefixes") or ([0] if new else []))[:3]:
                 keys.append(("ua", s["user_agent"], pre))
-        for h in (s.get("skeletons") or [])[:2]:
-            keys.append(("sk", h))
+        if new:
+            for h in (s.get("skeletons") or [])[:2]:
+                keys.append(("sk", h))
         return keys
 
     def _compatible(self, g: _Group, s: dict, mh: np.ndarray) -> bool:
