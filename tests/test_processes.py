@@ -9,6 +9,7 @@ stops both children.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import re
@@ -136,3 +137,84 @@ def test_child_settings_split_port_data_and_engine(tmp_path):
         7002, str(tmp_path / "d" / "p2"), f"chdb://{tmp_path / 'ch' / 'p2'}", 1)
     server = replace(s, clickhouse_dsn="http://u:p@ch:8123/db")
     assert child_settings(server, 1).clickhouse_dsn == "http://u:p@ch:8123/db"
+
+
+def _fake_workers(monkeypatch, tmp_path, behaviour):
+    """Children run ``behaviour(i)`` instead of the Faust worker (inherited through fork)."""
+    from pipeline.stream import app
+
+    def run_worker(settings, loglevel="info"):
+        i = settings.web_port - 7000
+        (tmp_path / f"pid{i}.tmp").write_text(str(os.getpid()))
+        (tmp_path / f"pid{i}.tmp").rename(tmp_path / f"pid{i}")
+        behaviour(settings.web_port - 7000)
+    monkeypatch.setattr(app, "run_worker", run_worker)
+    return Settings(web_port=7000, data_dir=str(tmp_path / "d"),
+                    clickhouse_dsn=f"chdb://{tmp_path / 'ch'}", processes=2)
+
+
+def assert_reaped(tmp_path) -> None:
+    """Both children ended and were waited for by the supervisor."""
+    for i in range(2):
+        with pytest.raises(ChildProcessError):
+            os.waitpid(int((tmp_path / f"pid{i}").read_text()), os.WNOHANG)
+
+
+@pytest.fixture
+def restore_signals():
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_a_child_exiting_stops_the_others_and_the_supervisor_fails(monkeypatch, tmp_path,
+                                                                   restore_signals):
+    from pipeline.stream.supervisor import supervise
+
+    def behaviour(i):
+        if i == 0:
+            while not (tmp_path / "pid1").exists():   # once child 1 runs,
+                time.sleep(0.05)
+            raise SystemExit(3)      # child 0 dies on its own
+        time.sleep(120)              # child 1 would run on: the supervisor must stop it
+    s = _fake_workers(monkeypatch, tmp_path, behaviour)
+    t0 = time.monotonic()
+    assert supervise(s) == 3
+    assert time.monotonic() - t0 < 30
+    assert_reaped(tmp_path)
+
+
+def test_sigterm_is_forwarded_and_the_supervisor_waits(monkeypatch, tmp_path, restore_signals):
+    import threading
+
+    from pipeline.stream.supervisor import supervise
+
+    def behaviour(i):
+        stop = []
+        signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+        (tmp_path / f"ready{i}").write_text("ok")
+        while not stop:
+            time.sleep(0.05)
+        time.sleep(0.3)              # a graceful stop takes a moment: it is waited for
+        (tmp_path / f"stopped{i}").write_text("ok")
+    s = _fake_workers(monkeypatch, tmp_path, behaviour)
+
+    def term():
+        deadline = time.monotonic() + 20
+        while not all((tmp_path / f"ready{i}").exists() for i in range(2)):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+        if returned.wait(20):
+            return
+        for i in range(2):   # not forwarded: end the children so the test fails, not hangs
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int((tmp_path / f"pid{i}").read_text()), signal.SIGKILL)
+    returned = threading.Event()
+    threading.Thread(target=term, daemon=True).start()
+    code = supervise(s)
+    returned.set()
+    assert code == 0
+    assert all((tmp_path / f"stopped{i}").exists() for i in range(2))
+    assert_reaped(tmp_path)

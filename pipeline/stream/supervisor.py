@@ -40,6 +40,7 @@ from pipeline.settings import Settings
 log = logging.getLogger("coverwatch.supervisor")
 
 STOP_TIMEOUT_S = 60.0
+POLL_S = 0.2
 PR_SET_PDEATHSIG = 1
 
 
@@ -119,18 +120,15 @@ def supervise(settings: Settings, loglevel: str = "info") -> int:
         c = child_settings(settings, i)
         log.info("started worker process %d/%d, pid %d: web port %d, data %s, clickhouse %s",
                  i, n, pid, c.web_port, c.data_dir, c.clickhouse_dsn.split("@")[-1])
+    if stopping["signal"] is not None:   # a signal came while forking: all get it
+        forward(stopping["signal"], None)
     code = 0
     while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
+        ended = _reap(children)
+        if ended is None:
+            time.sleep(POLL_S)   # a forwarded signal's handler runs meanwhile
             continue
-        i = children.pop(pid, None)
-        if i is None:
-            continue
-        rc = _exit_code(status)
+        pid, i, rc = ended
         if stopping["signal"] is not None:
             log.info("worker process %d (pid %d) stopped, exit %d", i, pid, rc)
             code = code or (rc if rc > 0 else 0)
@@ -142,6 +140,20 @@ def supervise(settings: Settings, loglevel: str = "info") -> int:
         stopping["signal"] = signal.SIGTERM
         _stop_all(children)
     return code
+
+
+def _reap(children: dict[int, int]) -> tuple[int, int, int] | None:
+    """(pid, index, exit code) of one ended child, removed from ``children``; None while all
+    run. Only our children are waited for (``os.wait()`` would also reap processes others
+    in this process started)."""
+    for pid in list(children):
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:   # reaped elsewhere: its status is lost
+            return pid, children.pop(pid), 1
+        if done:
+            return pid, children.pop(pid), _exit_code(status)
+    return None
 
 
 def _kill(pid: int, sig: int) -> None:
