@@ -54,7 +54,7 @@ def child_settings(settings: Settings, i: int) -> Settings:
                    data_dir=str(Path(s.data_dir) / f"p{i}"), clickhouse_dsn=dsn)
 
 
-def _child(settings: Settings, i: int, loglevel: str) -> int:
+def _child(settings: Settings, i: int, loglevel: str, parent: int) -> int:
     """In the forked child: detach from the terminal's process group, die with the parent,
     run the worker."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
@@ -64,7 +64,7 @@ def _child(settings: Settings, i: int, loglevel: str) -> int:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: the supervisor still forwards signals
         pass
-    if os.getppid() == 1:   # the supervisor died before prctl took effect
+    if os.getppid() != parent:   # the supervisor died before prctl took effect
         return 1
     from pipeline.stream.app import run_worker
     s = child_settings(settings, i)
@@ -78,12 +78,13 @@ def _child(settings: Settings, i: int, loglevel: str) -> int:
 def _fork(settings: Settings, i: int, loglevel: str) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
-        code = _child(settings, i, loglevel)
+        code = _child(settings, i, loglevel, parent)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - report, never return into the parent's code
