@@ -537,6 +537,14 @@ def supervised(w: WorkerProcess, k: int) -> list[WorkerProcess]:
     return out
 
 
+def ready_children(sup: WorkerProcess) -> int:
+    """Children of a supervised worker whose Faust start-up (recovery) finished, as
+    :meth:`WorkerProcess.start` waits for it for one worker (log lines carry the pid)."""
+    import re
+    return len(set(re.findall(r"\[(\d+)\] \[INFO\] \[\^-*Recovery\]: Worker ready",
+                              sup.log_since_start())))
+
+
 class _Pid:
     """Enough of a Popen for a handle on a process another one started."""
 
@@ -567,6 +575,9 @@ def scale_run(broker, work: Path, k: int, values, keys, detector: str,
         if not wait_until(lambda: group_stable(broker.bootstrap, topics.app_id, k), 120,
                           poll=1.0, workers=ws):
             raise RuntimeError("consumer group did not become stable")
+        if sup is not None and not wait_until(lambda: ready_children(sup) >= k, 120,
+                                              poll=1.0, workers=ws):
+            raise RuntimeError("worker processes did not finish starting")
         time.sleep(3.0)   # let Faust finish its recovery after the last rebalance
         n = len(values)
         log(f"scale-out {k} worker(s): group stable; producing {n:,} events at full speed")
