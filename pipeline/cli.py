@@ -27,8 +27,17 @@ BENCHES = {
 
 
 def _worker(args, settings: Settings) -> int:
-    from pipeline.stream.app import run_worker
+    import os
+    from dataclasses import replace
+    n = settings.processes if args.processes is None else args.processes
+    if n < 0:
+        raise SystemExit("--processes must be 0 (one per CPU) or more")
+    n = n or os.cpu_count() or 1
     sys.argv = [sys.argv[0]]  # faust parses sys.argv itself
+    if n > 1:   # N processes of one app: pipeline/stream/supervisor.py
+        from pipeline.stream.supervisor import supervise
+        return supervise(replace(settings, processes=n), loglevel=args.loglevel)
+    from pipeline.stream.app import run_worker
     run_worker(settings, loglevel=args.loglevel)
     return 0
 
@@ -70,6 +79,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="the streaming worker (Faust)")
     w.add_argument("--loglevel", default="info")
+    w.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="worker processes in one consumer group (default: "
+                        "$COVERWATCH_PROCESSES or 1; 0: one per CPU)")
     _input_format(w)
     w.set_defaults(func=_worker)
 

@@ -40,6 +40,7 @@ class Settings:
     embedder: str = "hashing"
     vector_cache: int = 65_536      # recent prompts whose vectors are kept (~1.6 KB each at 384)
     app_id: str = "coverwatch"
+    processes: int = 1              # worker processes of this app (one consumer group)
     data_dir: str = str(REPO_ROOT / "var" / "worker")
     web_port: int = 6066
     web_host: str = "127.0.0.1"     # the interface the web port binds ("0.0.0.0": all)
@@ -88,6 +89,7 @@ class Settings:
             embedder=env.get("COVERWATCH_EMBEDDER", d.embedder),
             vector_cache=_int(env, "COVERWATCH_VECTOR_CACHE", d.vector_cache),
             app_id=env.get("COVERWATCH_APP_ID", d.app_id),
+            processes=_int(env, "COVERWATCH_PROCESSES", d.processes),
             data_dir=env.get("COVERWATCH_DATA_DIR", d.data_dir),
             web_port=_int(env, "COVERWATCH_WEB_PORT", d.web_port),
             web_host=env.get("COVERWATCH_WEB_HOST", d.web_host),
@@ -118,6 +120,8 @@ class Settings:
             raise SystemExit("COVERWATCH_STORE_PROMPTS must be none, hash or text")
         if s.table_store not in ("rocksdb", "memory"):
             raise SystemExit("COVERWATCH_TABLE_STORE must be rocksdb or memory")
+        if s.processes < 0:
+            raise SystemExit("COVERWATCH_PROCESSES must be 0 (one per CPU) or more")
         if s.prior not in ("text", "provided", "none"):
             raise SystemExit("COVERWATCH_PRIOR must be text, provided or none")
         return replace(s, **overrides) if overrides else s

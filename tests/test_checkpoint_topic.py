@@ -117,3 +117,17 @@ def test_encode_decode_round_trip_and_old_file_format():
     assert old == checkpoint.Snapshot(7, 99, b"payload")
     assert checkpoint.newest(7, old, snap, None) is snap
     assert checkpoint.newest(8, old, snap) is None
+
+
+def test_the_campaign_stage_moves_with_its_partition(events, settings, tmp_path):  # noqa: F811
+    """The summaries partition moves from process a to b (another process or machine of the
+    group): a hands its stage over when revoked, b takes it over when assigned."""
+    a = RemoteWorker({}, str(tmp_path / "a"), settings)
+    b = RemoteWorker({}, str(tmp_path / "b"), settings)   # started with nothing to load
+    a.run(events, 0, 900)
+    assert a.stage.summaries > 0 and b.stage.dump() != a.stage.dump()
+    a.cp.hand_over("campaigns.bin")
+    assert b.cp.take_over("campaigns.bin")
+    assert b.stage.dump() == a.stage.dump()
+    assert not b.cp.take_over("campaigns.bin")   # nothing newer: nothing reloaded
+    assert not a.cp.take_over("campaigns.bin")   # a's own save is what it stands on

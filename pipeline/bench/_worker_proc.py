@@ -2,7 +2,8 @@
 
 - :func:`detector_name` / :func:`embedder_source`: what the benchmark ran, for its report.
 - ``python -m pipeline.bench._worker_proc``: the worker exactly as ``coverwatch worker`` runs
-  it (same Settings from the environment, same :func:`run_worker`), without the CLI.
+  it (same Settings from the environment, same :func:`run_worker`, or the supervisor when
+  ``COVERWATCH_PROCESSES`` > 1), without the CLI.
 
 The subprocess handle itself is :class:`pipeline.testing.worker.WorkerProcess`, shared with
 the tests.
@@ -28,7 +29,12 @@ def main() -> int:
     from pipeline.settings import Settings
     from pipeline.stream.app import run_worker
     sys.argv = sys.argv[:1]   # faust parses sys.argv itself
-    run_worker(Settings.from_env(), loglevel=os.environ.get("COVERWATCH_LOGLEVEL", "info"))
+    settings = Settings.from_env()
+    loglevel = os.environ.get("COVERWATCH_LOGLEVEL", "info")
+    if settings.processes > 1:   # as `coverwatch worker --processes N`
+        from pipeline.stream.supervisor import supervise
+        return supervise(settings, loglevel=loglevel)
+    run_worker(settings, loglevel=loglevel)
     return 0
 
 

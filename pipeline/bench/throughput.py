@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rate", type=int, default=5_000, help="events/s for the latency run")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: "
-                        "core,bare,e2e,replay,latency,scale (e2e runs the default and the keyed-input "
+                        "core,bare,e2e,replay,latency,scale,processes (e2e runs the default and the keyed-input "
                         "worker)")
     parser.add_argument("--embedding-encoding", choices=("json", "f16", "f32"), default="json",
                         help="how provided events carry their vector: a JSON list of floats "
@@ -521,15 +521,63 @@ def group_stable(bootstrap: str, group: str, members: int) -> bool:
         admin.close()
 
 
-def scale_run(broker, work: Path, k: int, values, keys, detector: str) -> dict:
-    topics = topics_for(broker, work, f"scale{k}", detector)
-    ws = [bench_worker(topics, work / f"scale{k}", f"scale{k}-w{i}") for i in range(k)]
+def supervised(w: WorkerProcess, k: int) -> list[WorkerProcess]:
+    """Handles on the ``k`` children of a ``--processes k`` worker (their web ports), each
+    reporting a child's CPU time (children forked in order: ascending pids)."""
+    from pipeline.stream.supervisor import child_settings
+    pids = sorted(int(p) for p in Path(f"/proc/{w.pid}/task/{w.pid}/children")
+                  .read_text().split())
+    if len(pids) != k:
+        raise RuntimeError(f"expected {k} worker processes, found {pids}:\n{w.tail()}")
+    out = []
+    for i in range(k):
+        h = WorkerProcess(child_settings(w.settings, i), w.log.parent, name=f"{w.name}-p{i}")
+        h.proc = _Pid(pids[i])
+        out.append(h)
+    return out
+
+
+def ready_children(sup: WorkerProcess) -> int:
+    """Children of a supervised worker whose Faust start-up (recovery) finished, as
+    :meth:`WorkerProcess.start` waits for it for one worker (log lines carry the pid)."""
+    import re
+    return len(set(re.findall(r"\[(\d+)\] \[INFO\] \[\^-*Recovery\]: Worker ready",
+                              sup.log_since_start())))
+
+
+class _Pid:
+    """Enough of a Popen for a handle on a process another one started."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def poll(self):
+        return None if Path(f"/proc/{self.pid}").exists() else 0
+
+
+def scale_run(broker, work: Path, k: int, values, keys, detector: str,
+              processes: bool = False) -> dict:
+    """``k`` workers in one consumer group; ``processes``: one ``coverwatch worker
+    --processes k`` (the supervisor's children) instead of ``k`` separate workers."""
+    tag = f"procs{k}" if processes else f"scale{k}"
+    topics = topics_for(broker, work, tag, detector)
+    if processes:
+        sup = bench_worker(topics, work / tag, f"{tag}-sup")
+        sup.env["COVERWATCH_PROCESSES"] = str(k)
+        sup.start(wait_assigned=False)
+        ws = supervised(sup, k)
+    else:
+        sup = None
+        ws = [bench_worker(topics, work / tag, f"{tag}-w{i}") for i in range(k)]
     try:
-        for w in ws:
+        for w in ws if sup is None else ():
             w.start()
         if not wait_until(lambda: group_stable(broker.bootstrap, topics.app_id, k), 120,
                           poll=1.0, workers=ws):
             raise RuntimeError("consumer group did not become stable")
+        if sup is not None and not wait_until(lambda: ready_children(sup) >= k, 120,
+                                              poll=1.0, workers=ws):
+            raise RuntimeError("worker processes did not finish starting")
         time.sleep(3.0)   # let Faust finish its recovery after the last rebalance
         n = len(values)
         log(f"scale-out {k} worker(s): group stable; producing {n:,} events at full speed")
@@ -549,7 +597,7 @@ def scale_run(broker, work: Path, k: int, values, keys, detector: str) -> dict:
                    for w in ws]
         overlap = set.intersection(*tenants) if k > 1 else set()
         union = set.union(*tenants)
-        out = {"workers": k, "events": n, "completed": ok, "seconds": round(secs, 2),
+        out = {"workers": k, "supervised_processes": processes, "events": n, "completed": ok, "seconds": round(secs, 2),
                "events_per_s": round(n / secs), "produce_s": round(res.get("produce_s", 0), 2),
                "workers_cpu_s": round(cpu, 1), "events_per_worker_cpu_s": round(n / cpu)
                if cpu > 0 else None, "loadavg_1m": round(os.getloadavg()[0], 1),
@@ -559,7 +607,7 @@ def scale_run(broker, work: Path, k: int, values, keys, detector: str) -> dict:
             f"tenants {out['tenants_per_worker']} overlap {len(overlap)}")
         return out
     finally:
-        for w in ws:
+        for w in ws if sup is None else (sup,):
             w.stop()
 
 
@@ -655,6 +703,11 @@ def markdown(r: dict) -> str:
                      f"vs {_fmt(so.get('one_worker_events_per_s'))} | | more than one, "
                      f"tenants on one worker | "
                      f"{_ok(so.get('speedup', 0) > 1 and so.get('disjoint') and so.get('complete'))} |")
+        if so.get("two_processes_events_per_s"):
+            lines.append(f"| `worker --processes 2` vs 1 worker (events/s) | "
+                         f"{_fmt(so['two_processes_events_per_s'])} vs "
+                         f"{_fmt(so.get('one_worker_events_per_s'))} | | more than one | "
+                         f"{_ok(so.get('processes_speedup', 0) > 1)} |")
     lines += ["", "Tenants scaling (core, provided, one core):", "",
               "| tenants | events/s | heap B/tenant | dumped B/tenant |", "|---:|---:|---:|---:|"]
     for s in sc:
@@ -732,7 +785,8 @@ NOTES = {
     "scale_out": "4-partition topics, workers in one consumer group, each with its own "
                  "embedded ClickHouse; events produced at full speed after the group is stable "
                  "(producer on the same 2 cores); tenant sets read back from each worker's "
-                 "ClickHouse.",
+                 "ClickHouse. `processes`: the same with one `coverwatch worker --processes 2` "
+                 "(supervisor and two forked children) instead of two workers.",
 }
 
 
@@ -868,6 +922,14 @@ def run(args: argparse.Namespace) -> int:
                         "disjoint": two["tenants_on_two_workers"] == 0,
                         "complete": two["tenants_total"] == one["tenants_total"]
                         and two["completed"]}
+                    if "processes" not in skip:   # coverwatch worker --processes 2
+                        procs = scale_run(broker, work, 2, values[:k], keys[:k], detector,
+                                          processes=True)
+                        r["scale_out"].update(
+                            two_processes=procs,
+                            two_processes_events_per_s=procs["events_per_s"],
+                            processes_speedup=round(procs["events_per_s"]
+                                                    / one["events_per_s"], 2))
                 del values, keys, rests
         finally:
             broker.stop()

@@ -245,11 +245,28 @@ def create_app(settings: Settings) -> faust.App:
             # saved on the detector thread: nothing mutates the models while they are pickled
             await loop.run_in_executor(cpu_thread, checkpoints.maybe_save_globals)
 
+    # The campaign stage moves with the one summaries partition (another process or
+    # machine of the group may own it next): the owner saves it when the partition is
+    # revoked, the next owner loads that save when it is assigned.
+    stage_owned = [False]
+
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):
         ours = source.get_topic_name()
         checkpoints.forget_partitions({tp.partition for tp in revoked if tp.topic == ours})
         guard.revoked({tp.partition for tp in revoked if tp.topic == ours})
+        if stage is not None and any(tp.topic == summaries.get_topic_name() for tp in revoked):
+            stage_owned[0] = False
+            await asyncio.get_running_loop().run_in_executor(
+                cpu_thread, checkpoints.hand_over, "campaigns.bin")
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app, assigned, **kwargs):
+        owns = any(tp.topic == summaries.get_topic_name() for tp in assigned)
+        if stage is not None and owns and not stage_owned[0]:
+            await asyncio.get_running_loop().run_in_executor(
+                cpu_thread, checkpoints.take_over, "campaigns.bin")
+        stage_owned[0] = owns
 
     @app.timer(interval=10.0)
     async def report():

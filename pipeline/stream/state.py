@@ -58,8 +58,10 @@ class GlobalCheckpoint:
                             self.name, where)
         best = checkpoint.newest(tag, local, remote_snap)
         self.restored_from = None
+        self.saved_ms = 0   # save time of the snapshot the model now stands on
         if best is not None:
             self.load(best.payload)
+            self.saved_ms = best.saved_ms
             self.restored_from = "topic" if best is remote_snap else "disk"
             log.info("restored %s from %s (saved %d ms ago, offsets %s)", type(obj).__name__,
                      self.restored_from, checkpoint.now_ms() - best.saved_ms, best.offsets)
@@ -70,8 +72,10 @@ class GlobalCheckpoint:
         crc = zlib.crc32(payload)
         if crc == self._crc:
             return False
-        data = checkpoint.encode(checkpoint.Snapshot(self.tag, checkpoint.now_ms(), payload,
+        saved_ms = checkpoint.now_ms()
+        data = checkpoint.encode(checkpoint.Snapshot(self.tag, saved_ms, payload,
                                                      offsets or {}))
+        self.saved_ms = saved_ms
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_bytes(data)
@@ -83,6 +87,25 @@ class GlobalCheckpoint:
                 log.exception("could not send %s to the checkpoint topic", self.name)
                 return True
         self._crc = crc
+        return True
+
+
+    def reload(self) -> bool:
+        """Load the checkpoint topic's snapshot when it is newer than the one this model
+        stands on (another process advanced it meanwhile: the campaign stage after its
+        summaries partition moved here). False when not newer or not reachable."""
+        if self.remote is None:
+            return False
+        found = _remote_latest(self.remote, [self.name]) or {}
+        snap = None if self.name not in found else _decoded(
+            found[self.name], 0, f"topic record {self.name}")
+        if snap is None or snap.tag != self.tag or snap.saved_ms <= self.saved_ms:
+            return False
+        self.load(snap.payload)
+        self._crc = zlib.crc32(self.dump())
+        self.saved_ms = snap.saved_ms
+        log.info("took over %s from the checkpoint topic (saved %d ms ago, offsets %s)",
+                 type(self.obj).__name__, checkpoint.now_ms() - snap.saved_ms, snap.offsets)
         return True
 
 
@@ -224,6 +247,24 @@ class Checkpoints:
         for g in self.globals:
             g.save(self.offsets)
         self._saved_at = time.monotonic()
+
+    def hand_over(self, name: str, flush_s: float = 5.0) -> None:
+        """Save one global model now, to disk and the topic, and wait for the topic: its
+        owner is giving it up (the campaign stage when the summaries partition is revoked),
+        so the next owner's :meth:`take_over` finds this state."""
+        for g in self.globals:
+            if g.name == name:
+                g.save(self.offsets)
+                if g.remote is not None:
+                    try:
+                        g.remote.flush(timeout_s=flush_s)
+                    except Exception:  # noqa: BLE001 - the next owner gets an older one
+                        log.exception("could not flush %s to the checkpoint topic", name)
+
+    def take_over(self, name: str) -> bool:
+        """Load the newest snapshot of one global model from the topic if it is newer than
+        this process's (:meth:`GlobalCheckpoint.reload`)."""
+        return any(g.reload() for g in self.globals if g.name == name)
 
     def cover(self, topic: str, ranges) -> None:
         """Note a processed batch's (partition, first, last offset) ranges: the input
