@@ -57,10 +57,13 @@ def fault_kafka(request):
 
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory):
-    """A simulated day (benign tenants and attackers) and the alerts replay gives on it."""
-    tmp = tmp_path_factory.mktemp("stream")
-    events, labels = generate(split="calib", seed=7, tenants=30, days=1,
-                              hydra_accounts=(20, 25))
+    return simulated_day(tmp_path_factory.mktemp("stream"))
+
+
+def simulated_day(tmp: Path) -> tuple[list[bytes], dict]:
+    """A simulated day (benign tenants, attackers, a hydra campaign) as raw JSON lines, and
+    each tenant's first alert when ``replay`` runs the same day from a file."""
+    events, _ = generate(split="calib", seed=7, tenants=30, days=1, hydra_accounts=(20, 25))
     raw = [orjson.dumps(e) for e in events]
     path = tmp / "day.jsonl.gz"
     with gzip.open(path, "wb", compresslevel=1) as fh:

@@ -10,23 +10,19 @@ stops both children.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 import re
 import signal
 import time
 from dataclasses import replace
 
-import orjson
 import pytest
 
-from pipeline.replay import replay
 from pipeline.settings import Settings
-from pipeline.simulate.traffic import generate
 from pipeline.stream.supervisor import child_settings
 from pipeline.testing.worker import WorkerProcess
 from tests.conftest import make_worker, raw_counts
-from tests.test_faults import assert_alerted, paced_produce
+from tests.test_faults import assert_alerted, paced_produce, simulated_day
 
 pytestmark = pytest.mark.integration
 HOOKS = {"COVERWATCH_TEST_STOP_MERGES": "1"}
@@ -34,19 +30,7 @@ HOOKS = {"COVERWATCH_TEST_STOP_MERGES": "1"}
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory):
-    """A simulated day (benign tenants, attackers, a hydra campaign) and replay's alerts."""
-    tmp = tmp_path_factory.mktemp("day")
-    events, _ = generate(split="calib", seed=7, tenants=30, days=1, hydra_accounts=(20, 25))
-    raw = [orjson.dumps(e) for e in events]
-    path = tmp / "day.jsonl.gz"
-    with gzip.open(path, "wb", compresslevel=1) as fh:
-        fh.write(b"\n".join(raw) + b"\n")
-    ref = replay([path], Settings(clickhouse_dsn=f"chdb://{tmp / 'ref'}"), clickhouse=False)
-    first = {}
-    for a in ref.alerts:
-        first.setdefault(a.tenant_id, a)
-    assert first, "the reference replay raised no alert: the test would prove nothing"
-    return raw, first
+    return simulated_day(tmp_path_factory.mktemp("day"))
 
 
 def child_handle(w: WorkerProcess, i: int) -> WorkerProcess:
