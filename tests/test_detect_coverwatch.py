@@ -267,3 +267,10 @@ def test_the_shipped_prior_is_what_its_build_command_gives(tmp_path):
         assert list(got["features"]) == list(shipped["features"])
         for key in shipped.files:
             assert np.array_equal(got[key], shipped[key]), key
+
+
+def test_alert_sentence_compares_a_count_with_a_count():
+    # seen in make run: "they covered 31 coarse topics (p90 58%)"
+    from pipeline.detect.policy import describe
+    text = describe([("newp", 1.0, 0.86), ("spread6", 0.62, 0.58)], 50, 50)
+    assert "they covered 31 coarse topics (p90 29)" in text, text

@@ -92,7 +92,10 @@ def _clause(feature: str, value: float, p90: float, window: int) -> str:
     if feature == "out_tok":
         text, shown = f"answers averaged {_tokens(value):,.0f} output tokens", f"{_tokens(p90):,.0f}"
     elif feature in _CLAUSE:
-        text, shown = _CLAUSE[feature].format(v=value, k=round(value * window)), f"{p90:.0%}"
+        text = _CLAUSE[feature].format(v=value, k=round(value * window))
+        # a count is compared with a count: "31 coarse topics (p90 29)", not "(p90 58%)"
+        shown = (f"{round(p90 * window)}" if "{k}" in _CLAUSE[feature] and math.isfinite(p90)
+                 else f"{p90:.0%}")
     else:
         text, shown = f"{feature} was {value:.2f}", f"{p90:.2f}"
     return f"{text} (p90 {shown})" if math.isfinite(p90) else text
