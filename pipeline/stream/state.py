@@ -89,7 +89,6 @@ class GlobalCheckpoint:
         self._crc = crc
         return True
 
-
     def reload(self) -> bool:
         """Load the checkpoint topic's snapshot when it is newer than the one this model
         stands on (another process advanced it meanwhile: the campaign stage after its

@@ -96,10 +96,6 @@ def _fork(settings: Settings, i: int, loglevel: str) -> int:
     return 0   # not reached
 
 
-def _exit_code(status: int) -> int:
-    return os.waitstatus_to_exitcode(status)
-
-
 def supervise(settings: Settings, loglevel: str = "info") -> int:
     """Run ``settings.processes`` workers; return when all have exited (the exit code)."""
     n = settings.processes
@@ -153,7 +149,7 @@ def _reap(children: dict[int, int]) -> tuple[int, int, int] | None:
         except ChildProcessError:   # reaped elsewhere: its status is lost
             return pid, children.pop(pid), 1
         if done:
-            return pid, children.pop(pid), _exit_code(status)
+            return pid, children.pop(pid), os.waitstatus_to_exitcode(status)
     return None
 
 
@@ -174,7 +170,7 @@ def _stop_all(children: dict[int, int]) -> None:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 log.info("worker process %d (pid %d) stopped, exit %d", children.pop(pid),
-                         pid, _exit_code(status))
+                         pid, os.waitstatus_to_exitcode(status))
         time.sleep(0.2)
     for pid in list(children):
         log.error("worker process %d (pid %d) did not stop: SIGKILL", children[pid], pid)
