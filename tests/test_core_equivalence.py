@@ -2,7 +2,8 @@
 
 The golden digest was computed with the per-event implementation this fast path replaced
 (commit 110f8a2) and recomputed, with both paths agreeing, when the content-drift features
-(``cdrift``, ``xspread``, ``rare``) were added; any change to what the per-tenant state computes
+(``cdrift``, ``xspread``, ``rare``) and the novelty excess (``xnov``) were added, both
+paths agreeing each time; any change to what the per-tenant state computes
 changes it. Scores and
 alerts are left out on purpose: they depend on the alert rules, which are tuned separately.
 """
@@ -20,7 +21,7 @@ from pipeline.detect import fold
 from pipeline.detect.coverwatch import CoverwatchDetector
 from pipeline.process import Processor
 
-GOLDEN = "9fd5a373a3e9c4405c6e3f8d30eec3bca63f30efe204253f5411c2814178678e"
+GOLDEN = "a391b8c01a4e7290d81417ac914ba71e5f6ab32f8ea99fc00ad72da0cb4f3cd8"
 T0 = 1_767_225_600_000
 
 

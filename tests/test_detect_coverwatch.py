@@ -274,3 +274,37 @@ def test_alert_sentence_compares_a_count_with_a_count():
     from pipeline.detect.policy import describe
     text = describe([("newp", 1.0, 0.86), ("spread6", 0.62, 0.58)], 50, 50)
     assert "they covered 31 coarse topics (p90 29)" in text, text
+
+
+def test_a_thief_on_the_victims_own_client_is_named_by_its_novelty(warm):
+    """Issue 14: a stolen key used through the victim's own app (same client, no client
+    signal at all here) adds a sweep at a third of the traffic. The tenant's own rate of new
+    regions rises above its usual level window after window; a feature launch on the same
+    app (two new topics at the same share) lifts it once and is not flagged."""
+    det, rng = warm
+    topics = rng.standard_normal((4, DIM))
+    history = app_events(rng, topics, "victim", 400)
+
+    def mixed(extra):
+        out = []
+        for i, e in enumerate(app_events(rng, topics, "victim", 400, start=400)):
+            if i % 3 == 2:
+                v = extra(i)
+                e = Event(e.event_id, e.ts_ms, "victim", prompt=f"new question {i}",
+                          embedding=v.astype(np.float32), output_tokens=200)
+            out.append(e)
+        return out
+
+    def alerts(stream):
+        d = det.clone()
+        d.load_population(det.dump_population())
+        return [a for e in history + stream for a in d.update(e).alerts]
+
+    stolen = alerts(mixed(lambda i: rng.standard_normal(DIM)))
+    assert any("novelty" in a.evidence["fired"] and a.events_seen > 400 for a in stolen), \
+        [(a.detector, a.events_seen) for a in stolen]
+    assert all(a.events_seen > 400 for a in stolen)
+    assert "than its own usual level" in stolen[0].evidence["summary"]
+    launch = rng.standard_normal((2, DIM))
+    assert not alerts(mixed(lambda i: launch[i % 2] + 0.05 * rng.standard_normal(DIM)))
+

@@ -7,4 +7,4 @@ state in and out so the shell can checkpoint it.
 """
 # Bump when per-tenant or population state changes shape: checkpoints written by another
 # version are discarded at restore (those tenants start fresh) instead of being misread.
-DETECTOR_VERSION = "0.5.0"
+DETECTOR_VERSION = "0.6.0"

@@ -98,6 +98,10 @@ RULES = (
     # its own past) and broadened (a new feature adds a topic or two; a thief sweeps)
     ("drift", "min", ("cdrift", "xspread")),
     ("takeover", "min", ("clientnovel",)),         # a new client reaching new regions
+    # a takeover through the victim's own client, seen as the tenant's own novelty rate
+    # rising above its usual level: an app re-asks its topics, a thief keeps sweeping new
+    # regions (a feature launch lifts it once; its new topics are then known)
+    ("novelty", "min", ("xnov",)),
 )
 # A rule needs its first feature: without vectors there is no coverage to speak of, and a
 # window's answer length alone must not fire anything (measured: it flagged 41% of benign
@@ -115,8 +119,9 @@ AGE_FREE_RULES = ("cot", "takeover")
 # online with the prior as the worker runs: chain of thought and drift at their 99th
 # percentile (the same in both embedding modes within 0.3), coverage at its 90th: the calib
 # split's NLP-task sources make its benign tenants broader than anything else we have
-# (its 99th percentile, 1.45, halved the report split's TPR for no benign tenant fewer).
-RULE_SCALES = (0.85, 1.15, 2.0, 0.5)
+# (its 99th percentile, 1.45, halved the report split's TPR for no benign tenant fewer);
+# novelty at its 99th (text 1.70, provided 1.63).
+RULE_SCALES = (0.85, 1.15, 2.0, 0.5, 1.7)
 MIN_RULE_SCALE = 0.5
 CALIBRATION_TENANTS = 100    # per age bucket, to fit that bucket's own scales
 CALIBRATION_MARGIN = 1.05

@@ -33,6 +33,10 @@ event carrying the signal):
 - ``drift``: rise of the novelty rate against the tenant's own past: ADWIN (fed each
   query's 14-bit novelty indicator) estimates the mean since the last change it detected;
   drift is that minus a slow average over the tenant's earlier windows.
+- ``xnov``: this window's 14-bit novelty rate minus that slow average (from the fourth
+  window on): an established app that re-asks its own topics sits near 0; a stolen key
+  sweeping through the app's own client lifts it by about the thief's share of traffic,
+  window after window, with nothing else about the tenant changing.
 """
 from __future__ import annotations
 
@@ -49,7 +53,7 @@ from pipeline.detect.text_signals import exact_hash, is_cot, skeletons
 
 FEATURES = ("nov8", "nov12", "nov14", "spread", "spread6", "xspread", "fresh", "tmpl", "cot",
             "newp", "out_tok",
-            "regular", "rate", "growth", "drift", "newclient", "clientnovel")
+            "regular", "rate", "growth", "drift", "xnov", "newclient", "clientnovel")
 ESTABLISHED = 50           # events after which a client fingerprint counts as new to the tenant
 MAX_CLIENTS = 32
 MINHASH_K = 16
@@ -236,6 +240,8 @@ def summarise(s: TenantState, window: int = WINDOW) -> dict[str, float]:
             f["xspread"] = max(0.0, sp6 - s.spread_base)
         s.spread_base = sp6 if s.spread_base < 0 else s.spread_base + 0.1 * (sp6 - s.spread_base)
         nov = s.w_nov14 / v
+        if s.nov_base >= 0 and s.windows >= 3:
+            f["xnov"] = max(0.0, nov - s.nov_base)
         if s.nov_base < 0:
             s.nov_base = nov
         elif s.windows >= 3:

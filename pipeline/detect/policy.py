@@ -77,6 +77,11 @@ def _lead(feature: str, value: float, p90: float, window: int, n: int) -> str:
         head = (f"moved away from its own past content (MMD drift {value:.2f} on a 0-1 "
                 f"scale) in its last {window} queries")
         shown = f"{p90:.2f}"
+    elif feature == "xnov":
+        head = (f"put {round(value * window)} more of its last {window} queries in fine "
+                f"embedding regions it had never reached than its own usual level "
+                f"(+{value:.0%})")
+        shown = f"+{p90:.0%}"
     elif feature == "drift":
         head = (f"moved away from its own history: its rate of new regions rose by "
                 f"{value:.0%} over its usual level")
