@@ -7,7 +7,7 @@ every attack family F, the form of the coverage rule and of the drift rule is ch
 with F's tenants removed, to maximise the mean TPR of the other families; each form's scale
 is the 99th percentile of the calib split's ordinary benign tenants (no attack involved).
 Then F is scored on the **report** split (other prompt sources, other randomness) with
-that choice. The chain-of-thought and client rules keep their one form.
+that choice. The chain-of-thought, client and novelty rules keep their one form.
 
 The shipped forms are among the candidates (the first of each list). Every candidate form
 runs inside one detector pass per split (the candidate rules are
@@ -100,7 +100,7 @@ def choose(names, best, labels, held_out: str | None) -> dict:
                                      for t in ts if t in best] or [0.0]))
         return float(np.mean(tprs)) if tprs else 0.0
 
-    fixed = [n for n in names if n in ("cot", "takeover")]
+    fixed = [n for n in names if n in ("cot", "takeover", "novelty")]
     cov = max((n for n in names if n.startswith("cov:")),
               key=lambda n: mean_tpr(fixed + [n]))
     drift = max((n for n in names if n.startswith("drift:")),
