@@ -38,7 +38,7 @@ class Worker:
         # above 1.0 (no answer length helps them since issue 14), and this test is about
         # restoring state, so it needs their alerts, not the shipped threshold
         self.det = CoverwatchDetector(window=10, min_windows=5, seed=3,
-                                      rule_scales=(1.45, 0.9, 2.0, 0.5))
+                                      rule_scales=(1.45, 0.9, 2.0, 0.5, 1.7))
         self.sketcher = AccountSketcher(seed=0)
         self.stage = CampaignStage(seed=0, warmup=5, min_members=2)
         self.proc = Processor(self.det, None, sketcher=self.sketcher)
