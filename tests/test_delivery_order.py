@@ -1,0 +1,57 @@
+"""Alert timing against delivery order (issue 15): the same events, fed to the plain detector
+core in orders that each keep every tenant's own order (as Kafka does), must make the same
+tenants alert, each tenant's first alert within one window (50 of its events) of the others.
+
+No broker: the property belongs to the core, which the worker, replay and the benchmarks all
+run (:mod:`pipeline.testing.interleave` builds the orders; rerun the table with
+``python -m pipeline.testing.interleave``).
+"""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.testing.interleave import FAULT_DAY, WINDOW, day, interleavings, measure, spread
+
+
+def _check(results: dict) -> None:
+    sp = spread(results)
+    table = {t: {n: r.get(t) for n, r in results.items()} for t in sp}
+    missing = {t: table[t] for t, s in sp.items() if s is None}
+    assert not missing, f"tenants alerting in some delivery orders only: {missing}"
+    late = {t: table[t] for t, s in sp.items() if s > WINDOW}
+    assert not late, f"first alerts more than one window apart: {late}"
+
+
+def test_interleavings_keep_each_tenants_order_and_differ():
+    records = day(**FAULT_DAY)[:3000]
+    orders = interleavings(records)
+    assert len(orders) == 6
+    for name, order in orders.items():
+        assert sorted(order) == list(range(len(records))), name
+        per: dict = {}
+        for i in order:
+            per.setdefault(records[i]["tenant_id"], []).append(i)
+        assert all(idx == sorted(idx) for idx in per.values()), name
+        if name != "event time":
+            assert order != orders["event time"], name
+
+
+def test_fault_suite_day_alerts_at_the_same_window_in_every_delivery_order():
+    """The fault suite's simulated day (45,548 events, 30 tenants + a hydra campaign):
+    measured on commit 64dc4a4, 43 tenants alert in each of the six orders, every one at the
+    same events_seen (spread 0)."""
+    results = measure(day(**FAULT_DAY))
+    assert all(len(r) >= 30 for r in results.values()), {n: len(r) for n, r in results.items()}
+    _check(results)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured on commit 64dc4a4 (48,406 events, 60 tenants): in event-time order and in "
+    "4-partition polls of 500, 39 tenants alert; partition by partition 45 (reversed: 43), "
+    "tenants shuffled 45, tenant by tenant 45. Six tenants alert at their first window "
+    "(events_seen 50, one at 100) only when their partition or they themselves are "
+    "delivered ahead of the others: a window is judged against the population as it "
+    "stands, and that depends on which other tenants' windows it has learned yet. "
+    "Every tenant alerting in all six orders alerts at the same events_seen."))
+def test_sixty_tenant_day_alerts_at_the_same_window_in_every_delivery_order():
+    _check(measure(day(seed=7, tenants=60, days=1)))
