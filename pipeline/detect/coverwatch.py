@@ -120,8 +120,10 @@ AGE_FREE_RULES = ("cot", "takeover")
 # percentile (the same in both embedding modes within 0.3), coverage at its 90th: the calib
 # split's NLP-task sources make its benign tenants broader than anything else we have
 # (its 99th percentile, 1.45, halved the report split's TPR for no benign tenant fewer);
-# novelty at its 99th (text 1.70, provided 1.63).
-RULE_SCALES = (0.85, 1.15, 2.0, 0.5, 1.7)
+# novelty at its 99th over 7 days (text 2.62, provided 2.50: a tenant's largest novelty
+# excess grows with its life, and over 3 days the 99th percentile, 1.7, let a week of
+# traffic flag 4.4% of the report split's ordinary benign tenants in text mode, not 1.8%).
+RULE_SCALES = (0.85, 1.15, 2.0, 0.5, 2.5)
 MIN_RULE_SCALE = 0.5
 CALIBRATION_TENANTS = 100    # per age bucket, to fit that bucket's own scales
 CALIBRATION_MARGIN = 1.05
