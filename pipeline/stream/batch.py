@@ -130,12 +130,11 @@ class BatchCore:
         self.decode = decode or internal_messages(topic)
         self.redact = redact
 
-    def _load(self, records: Sequence[Record], expired: set[str], out: Detected) -> list[Event]:
-        """Decode, restore unknown tenants, drop already-learned events."""
+    def _load(self, decoded: Sequence[tuple[Record, list[Event]]], expired: set[str],
+              out: Detected) -> list[Event]:
+        """Restore unknown tenants, drop already-learned events."""
         cp, todo = self.checkpoints, []
-        for r in records:
-            events, dead = self.decode(r)
-            out.dead += dead
+        for r, events in decoded:
             for i, e in enumerate(events):
                 if not cp.known(e.tenant_id):
                     cp.restore(e.tenant_id, None if e.tenant_id in expired
@@ -151,12 +150,21 @@ class BatchCore:
         return todo
 
     def run(self, records: Sequence[Record]) -> Detected:
-        """Evict idle tenants, then detect a batch; the table must already hold every
-        earlier batch's states (the caller delivered them)."""
+        """Evict idle tenants (and, beyond the ceiling, as many as this batch brings), then
+        detect a batch; the table must already hold every earlier batch's states (the caller
+        delivered them)."""
         cp, out = self.checkpoints, Detected()
-        expired = set(cp.evict())
+        decoded = []
+        for r in records:
+            events, dead = self.decode(r)
+            out.dead += dead
+            decoded.append((r, events))
+        # room for the tenants this batch brings, so live ones stay under the ceiling
+        incoming = {e.tenant_id for _, events in decoded for e in events
+                    if not cp.known(e.tenant_id)}
+        expired = set(cp.evict(room=len(incoming)))
         out.kept, out.scored, out.alerts, failed = self.processor.process_safely(
-            self._load(records, expired, out))
+            self._load(decoded, expired, out))
         for e, err in failed:
             partition, position = e.extra["pos"]
             out.dead.append((e.tenant_id.encode(), dlq_record(
