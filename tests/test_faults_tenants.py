@@ -55,7 +55,7 @@ PER_LIVE_TENANT = 12 * 1024
 PAST_CEILING_BYTES = 400
 # Restart on the same data directory: the dead member's session (10 s) must expire, then
 # the table is recovered from the offset its RocksDB databases hold.
-RECOVERY_BOUND_S = 90
+RECOVERY_BOUND_S = float(os.environ.get("COVERWATCH_FAULTS_RECOVERY_BOUND_S", 90))
 EVIDENCE = Evidence(RESULTS)
 
 
