@@ -138,11 +138,8 @@ def create_app(settings: Settings) -> faust.App:
         # write waits for the previous batch's round trip.
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         producer_linger=0.005,
-        # The streams carry internal messages of up to CHUNK_BYTES (many events each), and
-        # under a backlog the buffer stays full: 512 of them held 2-3 GB of a worker whose
-        # tenants were capped at 20,000 (tests/test_faults_tenants.py); 128 is two detect
-        # batches ahead, at most 512 MiB.
-        stream_buffer_maxsize=128,
+        # The streams carry internal messages of up to CHUNK_BYTES (many events each).
+        stream_buffer_maxsize=512,
         broker_max_poll_records=500,
         consumer_max_fetch_size=INTERNAL_MAX_BYTES,
         # A SIGKILLed worker's partitions move on after 10 s instead of Faust's 60 s default.
