@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-faults test-faults-hog bench bench-quick clean kafka-start kafka-stop
+.PHONY: install run test test-faults test-faults-1m test-faults-hog bench bench-quick clean kafka-start kafka-stop
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,14 @@ run: install
 	@bash infra/run.sh
 
 test: install
-	$(BIN)/python -m pytest -q -m "not faults"
+	$(BIN)/python -m pytest -q -m "not faults and not faults_1m"
 
 test-faults: install
 	$(BIN)/python -m pytest -q -m faults tests/
+
+# opt-in: a million long-tail tenants through a worker SIGKILLed and restarted (slow)
+test-faults-1m: install
+	$(BIN)/python -m pytest -q -m faults_1m tests/test_faults_tenants.py
 
 # the fault suite RUNS times in a row, each beside a CPU hog; records runs_with_cpu_hog
 RUNS ?= 5

@@ -52,6 +52,24 @@ def test_without_the_guard_the_raw_rows_double(sink):  # noqa: F811
     assert c["event_rows"] == 190 and c["events"] == 130
 
 
+def test_a_long_tail_batch_is_looked_up_in_parts(sink):  # noqa: F811
+    """A re-delivered batch of 6,000 distinct tenants: its ids make a look-up above
+    ClickHouse's 256 KiB query limit, which failed (and was retried) forever."""
+    def tail(lo, hi):
+        out = []
+        for i in range(lo, hi):
+            e = Event(f"tail-event-{i:07d}", T0 + i, f"tail-tenant-{i:07d}")
+            e.extra["pos"] = (2, i << 16)
+            out.append(e)
+        return out, [Scored(cell=i + 1) for i in range(lo, hi)]
+    RedeliveryGuard(sink).write(*tail(0, 5000), [], tok())     # stored, then the kill
+    after = RedeliveryGuard(sink)
+    after.write(*tail(0, 6000), [], tok())
+    c = raw_counts(rows(sink))
+    assert (c["event_rows"], c["events"], c["duplicates"]) == (6000, 6000, 0), c
+    assert after.left_out == 5000
+
+
 def test_clean_partitions_cost_no_look_up(sink):  # noqa: F811
     g = RedeliveryGuard(sink)
     g.write(*events(0, 10, partition=1), [], tok())

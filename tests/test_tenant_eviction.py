@@ -135,6 +135,30 @@ def test_the_worker_expires_idle_tenants_and_caps_live_ones(kafka, tmp_path):
         w.stop(signal.SIGKILL)
 
 
+def test_a_batch_of_new_tenants_stays_under_the_ceiling(tmp_path):
+    """Eviction makes room for the tenants a batch brings, before it runs: a long-tail batch
+    of 200 new tenants onto 300 live ones under a ceiling of 300 leaves 300 live, not 500
+    (the worker's batches carry thousands of tenants: tests/test_faults_tenants.py)."""
+    from pipeline import build
+    from pipeline.bench.tenant_memory import tenant_events
+    from pipeline.settings import Settings
+    from pipeline.stream.batch import BatchCore
+    from pipeline.testing.batches import messages
+    s = Settings(embedder="hashing", embedding_dim=384)
+    processor, _ = build.processor(s, stage_here=False)
+    cp = build.checkpoints(Settings(data_dir=str(tmp_path), max_tenants=300), processor)
+    table: dict[bytes, bytes] = {}
+    core = BatchCore(processor, cp, table.get, "coverwatch-events")
+    offset = 0
+    for first, n in ((0, 300), (300, 200)):
+        records = messages(tenant_events(first, n, 1), per_message=100, start=offset)
+        offset += len(records)
+        d = core.run(records)
+        table.update((k, v) for k, v in d.states if v is not None)
+        assert cp.tenants <= 300, (first, cp.tenants)
+    assert cp.evicted == 200
+
+
 def test_evicted_tenants_leave_process_memory(tmp_path):
     """Past the ceiling each new tenant must cost the process far less than its checkpoint:
     the evicted ones' state is on disk (the worker's RocksDB table store), not in the heap.

@@ -32,7 +32,8 @@ from pipeline.kafka_options import bootstrap, faust_credentials
 from pipeline.process import PromptVectors
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import token
-from pipeline.stream.batch import BatchCore, Detected, Record, deliver, keyed_logs, offset_ranges
+from pipeline.stream.batch import (BatchCore, Detected, Record, deliver, groups, keyed_logs,
+                                   offset_ranges)
 from pipeline.stream.checkpoint import CheckpointTopic
 from pipeline.stream.metrics import CONTENT_TYPE, Metrics, consumer_lag
 from pipeline.stream.query_endpoint import QueryEndpoint
@@ -211,20 +212,22 @@ def create_app(settings: Settings) -> faust.App:
         # internal messages carry many events each; source records one or a few
         async for batch in stream.take_events(s.sink_batch if keyed else 64,
                                               within=s.sink_within_s):
-            t0 = time.perf_counter()
-            recs = records(batch, keyed)
-            detected = await loop.run_in_executor(cpu_thread, core.run, recs)
-            await deliver(detected, out)
-            checkpoints.cover(source.get_topic_name(), offset_ranges(recs))
-            if keyed:
-                metrics.events_in += len(batch)
-            metrics.replayed_skipped += detected.skipped
-            metrics.events_detected += len(detected.kept)
-            metrics.duplicates = processor.duplicates
-            metrics.tenants = checkpoints.tenants
-            metrics.tenants_expired, metrics.tenants_evicted = (checkpoints.expired,
-                                                                checkpoints.evicted)
-            metrics.detected(time.perf_counter() - t0)
+            # in groups of bounded size, so a backlog's batch of new tenants stays under
+            # the ceiling (a crash between groups re-delivers a stored prefix: the guard)
+            for recs in groups(records(batch, keyed)):
+                t0 = time.perf_counter()
+                detected = await loop.run_in_executor(cpu_thread, core.run, recs)
+                await deliver(detected, out)
+                checkpoints.cover(source.get_topic_name(), offset_ranges(recs))
+                if keyed:
+                    metrics.events_in += len(recs)
+                metrics.replayed_skipped += detected.skipped
+                metrics.events_detected += len(detected.kept)
+                metrics.duplicates = processor.duplicates
+                metrics.tenants = checkpoints.tenants
+                metrics.tenants_expired, metrics.tenants_evicted = (checkpoints.expired,
+                                                                    checkpoints.evicted)
+                metrics.detected(time.perf_counter() - t0)
             await loop.run_in_executor(cpu_thread, checkpoints.maybe_save_globals)
 
     @app.agent(summaries)

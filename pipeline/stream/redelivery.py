@@ -18,7 +18,13 @@ summary batches.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
+
+# ClickHouse refuses a query text above max_query_size (256 KiB by default), and the look-up
+# carries its batch's tenant and event ids in the text: a batch of a long tail (thousands of
+# distinct tenants) went over it after a restart, and the sink retried the look-up forever
+# (tests/test_faults_tenants.py). Look-ups carry at most this many bytes of ids each.
+LOOKUP_ID_BYTES = 64 * 1024
 
 
 def stored_versions(alerts) -> list[tuple[str, int]]:
@@ -44,6 +50,20 @@ def still_suspect(events: Sequence, suspects: set[int], stored: set[tuple[str, s
         if p in suspects:
             seen[p] = seen.get(p, False) or (e.tenant_id, e.event_id) in stored
     return {p for p in suspects if seen.get(p, True)}
+
+
+def id_chunks(events: Sequence, budget: int = LOOKUP_ID_BYTES) -> Iterator[Sequence]:
+    """``events`` in runs whose tenant and event ids (quoted, escaped: up to twice their
+    UTF-8 bytes, plus separators) fit ``budget`` bytes of query text."""
+    start, size = 0, 0
+    for i, e in enumerate(events):
+        n = 2 * (len(e.tenant_id.encode()) + len(e.event_id.encode())) + 8
+        if size + n > budget and i > start:
+            yield events[start:i]
+            start, size = i, 0
+        size += n
+    if start < len(events):
+        yield events[start:]
 
 
 class RedeliveryGuard:
@@ -82,12 +102,15 @@ class RedeliveryGuard:
         return out[-1]
 
     def _stored_events(self, events: Sequence) -> set[tuple[str, str]]:
-        rows = self.sink.client.query(
-            "SELECT tenant_id, event_id FROM coverwatch.events "
-            "WHERE tenant_id IN %(t)s AND event_id IN %(e)s",
-            parameters={"t": tuple({e.tenant_id for e in events}),
-                        "e": tuple({e.event_id for e in events})}).result_rows
-        return {(t, e) for t, e in rows}
+        out: set[tuple[str, str]] = set()
+        for part in id_chunks(events):
+            rows = self.sink.client.query(
+                "SELECT tenant_id, event_id FROM coverwatch.events "
+                "WHERE tenant_id IN %(t)s AND event_id IN %(e)s",
+                parameters={"t": tuple({e.tenant_id for e in part}),
+                            "e": tuple({e.event_id for e in part})}).result_rows
+            out |= {(t, e) for t, e in rows}
+        return out
 
     def _stored_alerts(self, ids: list[str]) -> set[tuple[str, int]]:
         rows = self.sink.client.query(
