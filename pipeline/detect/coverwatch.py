@@ -12,7 +12,8 @@ Every ``window`` events the tenant emits a window summary (a feature vector, als
 the shell as ``Scored.summary`` for the coordinated-campaign stage). Each feature becomes an
 exceedance against the population of window summaries of all tenants *at the same age*
 (:mod:`pipeline.detect.population`), and a few rules (:data:`RULES`) combine them: chain of
-thought; broad, never-repeating, long-answer coverage; a new client reaching new regions.
+thought; broad, never-repeating coverage; content drift from the tenant's own past; a new
+client reaching new regions; novelty above the tenant's own usual level.
 The alert policy (hysteresis, cooldown, severity) decides whether to alert. One River
 HalfSpaceTrees scores the whole summary too; its score is reported as evidence (measured:
 it did not separate attackers from benign hard negatives, so no rule uses it).
