@@ -42,17 +42,22 @@ EVIDENCE = Evidence(RESULTS)
 HOOKS = {"COVERWATCH_TEST_STOP_MERGES": "1"}
 
 
-@pytest.fixture(scope="module")
-def fault_kafka(request):
+def recording_broker(request, evidence: Evidence):
+    """A broker for one module's scenarios, then their evidence written: only passing
+    scenarios were recorded (record() is each test's last statement), and nothing at all is
+    written when any test of this run failed."""
     from pipeline.testing.kafka import KafkaBroker
     failed_before = request.session.testsfailed
     broker = KafkaBroker()
     broker.start()
     yield broker
     broker.stop()
-    # only passing scenarios were recorded (record() is each test's last statement); and
-    # nothing is written at all when any test of this run failed
-    EVIDENCE.write(failed=request.session.testsfailed > failed_before)
+    evidence.write(failed=request.session.testsfailed > failed_before)
+
+
+@pytest.fixture(scope="module")
+def fault_kafka(request):
+    yield from recording_broker(request, EVIDENCE)
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,8 @@ import pytest
 from pipeline.kafka_io import producer
 from pipeline.testing.evidence import Evidence
 from tests.conftest import make_worker, query
-from tests.test_faults import (HOOKS, RESULTS, assert_alerted, counts, problems, simulated_day,
-                               stored)
+from tests.test_faults import (HOOKS, RESULTS, assert_alerted, counts, problems,
+                               recording_broker, simulated_day, stored)
 
 pytestmark = [pytest.mark.integration]
 
@@ -312,13 +312,7 @@ def many_tenants_scenario(kafka_broker, tmp_path: Path, tenants: int, ceiling: i
 
 @pytest.fixture(scope="module")
 def tenants_kafka(request):
-    from pipeline.testing.kafka import KafkaBroker
-    failed_before = request.session.testsfailed
-    broker = KafkaBroker()
-    broker.start()
-    yield broker
-    broker.stop()
-    EVIDENCE.write(failed=request.session.testsfailed > failed_before)
+    yield from recording_broker(request, EVIDENCE)
 
 
 @pytest.mark.faults
