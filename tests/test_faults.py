@@ -33,6 +33,7 @@ from pipeline.simulate.traffic import generate
 from pipeline.stream.repartition import DLQ_ORIGINAL_MAX
 
 from pipeline.testing.evidence import Evidence
+from pipeline.testing.worker import status_kb
 from tests.conftest import consume_all, make_worker, query, raw_counts
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -400,7 +401,7 @@ def test_clickhouse_outage(fault_kafka, tmp_path, stream):
     t_end = time.monotonic() + 60
     while time.monotonic() < t_end:
         behind = max(behind, w.metrics().get("coverwatch_sink_behind_seconds", 0.0))
-        rss.append(_rss_mb(w.proc.pid))
+        rss.append(status_kb(w.proc.pid) / 1024)
         time.sleep(2)
     fault.unlink()
     try:
@@ -416,13 +417,6 @@ def test_clickhouse_outage(fault_kafka, tmp_path, stream):
     assert max(rss) < 2_000, "memory grew without bound while the sink was down"
     record("clickhouse_outage", len(raw), c, expected, outage_s=60,
            max_sink_behind_s=round(behind, 1), max_rss_mb=max(rss))
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # The DLQ reason each class of hostile_messages() must get (same order as its makers).
@@ -510,7 +504,7 @@ def test_hostile_input(fault_kafka, tmp_path):
                    what="all hostile messages dead-lettered")
         wait_processed(w, len(good))
         time.sleep(3)
-        rss = _rss_mb(w.proc.pid)
+        rss = status_kb(w.proc.pid) / 1024
         c = counts(w)
         stored = {r[0]: r[1] for r in query(
             w, "SELECT tenant_id, count() FROM coverwatch.events FINAL GROUP BY 1")}

@@ -30,6 +30,7 @@ import pytest
 
 from pipeline.kafka_io import producer
 from pipeline.testing.evidence import Evidence
+from pipeline.testing.worker import status_kb
 from tests.conftest import make_worker, query
 from tests.test_faults import (HOOKS, RESULTS, assert_alerted, counts, problems,
                                recording_broker, simulated_day, stored)
@@ -104,16 +105,6 @@ def stream_for(tmp: Path, tenants: int) -> tuple[list[tuple[bytes, bytes]], dict
     return [(k, v) for _, k, v in merged], expected, len(day)
 
 
-def rss_kb(pid: int, field: str = "VmRSS") -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 class RssSampler(threading.Thread):
     """VmRSS of the worker's current process every ``every`` seconds, with the events it has
     stored so far (read by the caller), and each process's VmHWM (the kernel's peak)."""
@@ -130,10 +121,10 @@ class RssSampler(threading.Thread):
         while not self.stop_.is_set():
             pid = self.w.pid
             if pid > 0 and self.w.alive():
-                kb = rss_kb(pid)
+                kb = status_kb(pid)
                 if kb:
                     self.samples.append((time.monotonic() - t0, pid, kb / 1024))
-                hwm = rss_kb(pid, "VmHWM")
+                hwm = status_kb(pid, "VmHWM")
                 if hwm:
                     self.hwm_mb[pid] = max(self.hwm_mb.get(pid, 0.0), hwm / 1024)
             self.stop_.wait(self.every)
@@ -141,7 +132,7 @@ class RssSampler(threading.Thread):
     def note_hwm(self) -> None:
         """Read the current process's peak now (call right before killing it)."""
         pid = self.w.pid
-        hwm = rss_kb(pid, "VmHWM")
+        hwm = status_kb(pid, "VmHWM")
         if hwm:
             self.hwm_mb[pid] = max(self.hwm_mb.get(pid, 0.0), hwm / 1024)
 

@@ -60,20 +60,14 @@ def fill_changelog(bootstrap: str, topic: str, tenants: int, values: list[bytes]
     return time.perf_counter() - t
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
 def start(settings: Settings, work: Path, name: str, **env) -> dict:
     """Launch a worker, wait until it is ready, note the time and RSS, stop it (SIGTERM)."""
-    from pipeline.testing.worker import WorkerProcess
+    from pipeline.testing.worker import WorkerProcess, status_kb
     w = WorkerProcess(settings, work, name=name, COVERWATCH_DETECTOR="burst",
                       COVERWATCH_EMBEDDER="none", **env)
     w.start(timeout=1800)
-    out = {"seconds_to_ready": round(w.ready_at - w.launched_at, 1), "rss_mb": rss_mb(w.pid)}
+    out = {"seconds_to_ready": round(w.ready_at - w.launched_at, 1),
+           "rss_mb": round(status_kb(w.pid) / 1024, 1)}
     w.stop(signal.SIGTERM)
     print(name, out, flush=True)
     return out

@@ -23,6 +23,18 @@ from pipeline.settings import REPO_ROOT, Settings
 from pipeline.testing.kafka import free_port
 
 
+def status_kb(pid: int, field: str = "VmRSS") -> int:
+    """One ``/proc/<pid>/status`` figure in kB (``VmRSS``, ``VmHWM``...); 0 once the
+    process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def isolated_settings(bootstrap: str, workdir: Path, *, uid: str | None = None,
                       **overrides) -> Settings:
     """Settings with topic names, app id, ClickHouse and data directory of their own."""
