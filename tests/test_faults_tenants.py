@@ -12,8 +12,11 @@ tenants, default 50,000); ``make test-faults-1m`` runs the full one (marker ``fa
   worker's RSS (``VmRSS`` of /proc/<pid>/status sampled every second, and the kernel's own
   peak ``VmHWM`` of each worker process) stays under a budget set by the ceiling, and stops
   growing past it;
-- the restart's recovery (launch to consumers assigned and the table recovered, and launch
-  to the first batch detected) is measured and bounded.
+- the restart resumes detection at all (a restarted worker once stalled forever on a long
+  tail), and its recovery (launch to consumers assigned and the table recovered, and launch
+  to the first batch detected) is measured against a bound: recorded as
+  ``recovery_within_bound``, not asserted, since wall-clock time on a shared machine is a
+  benchmark's figure, not a test's verdict.
 
 Figures go to ``bench/results/faults.json`` under ``tenants_<N>``.
 """
@@ -268,6 +271,7 @@ def many_tenants_scenario(kafka_broker, tmp_path: Path, tenants: int, ceiling: i
         "restart_seconds_to_ready": round(ready_s, 1),
         "restart_seconds_to_first_batch": round(resumed_s, 1),
         "recovery_bound_s": RECOVERY_BOUND_S,
+        "recovery_within_bound": resumed_s < RECOVERY_BOUND_S,
         "produce_seconds": round(prod.get("seconds", 0), 1),
         "minutes": round(minutes, 1), "load_avg_at_end": round(os.getloadavg()[0], 1)}
     print(name, orjson.dumps(figures).decode(), flush=True)
@@ -284,8 +288,8 @@ def many_tenants_scenario(kafka_broker, tmp_path: Path, tenants: int, ceiling: i
     assert evicted >= tenants / 3, (evicted, tenants, ceiling)
     assert max(live) <= ceiling * 1.1, (max(live), ceiling)
     assert len(rss) >= 10, "too few RSS samples"
-    # recovery measured and bounded
-    assert resumed_s < RECOVERY_BOUND_S, (ready_s, resumed_s)
+    # recovery: resuming at all is asserted above (no batch detected in 600 s fails the
+    # run); its time is recorded (recovery_within_bound), never asserted
     # Worker RSS under the budget the ceiling sets, and flat past it. KNOWN TO FAIL (see
     # README, "1M tenants"): with the live count held at the ceiling, RSS still grows about
     # 2 KB per further tenant in the worker (not in pipeline.bench.tenant_memory's batch
