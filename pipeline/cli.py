@@ -23,6 +23,7 @@ BENCHES = {
     "campaigns": ("pipeline.bench.campaigns", "campaign stage memory and speed at 1k-100k accounts"),
     "replay": ("pipeline.bench.replay", "a million events through coverwatch replay on one core"),
     "lofo": ("pipeline.bench.lofo", "leave-one-family-out: each attack family vs a detector chosen without it"),
+    "age": ("pipeline.bench.alert_age", "at which window tenants first alert; without the first window"),
 }
 
 

@@ -11,6 +11,9 @@ several orders that each keep every tenant's own order, and reports, per tenant,
     python -m pipeline.testing.interleave [--seed 7] [--tenants 30] [--days 1]
 
 prints that table and the largest spread (the defaults are the fault suite's simulated day).
+``--demo`` takes ``make run``'s traffic instead (its three-day history, then 4,000 live events;
+``COVERWATCH_CORPUS=/nonexistent`` for a bare clone's), ``--uneven N`` adds N orders whose
+partitions are polled at different sizes (a backlog read unevenly, as a starting worker does).
 Only the per-tenant detector's alerts are compared: the campaign stage is left out.
 """
 from __future__ import annotations
@@ -73,6 +76,28 @@ def interleavings(records: list[dict], partitions: int = 4, poll: int = 500,
     }
 
 
+def uneven_polls(records: list[dict], partitions: int = 4, seeds: int = 8,
+                 sizes: tuple = (50, 200, 500, 1000, 3000)) -> dict[str, list[int]]:
+    """Orders in which each partition is polled at its own size (drawn from ``sizes``) in
+    each round: some partitions run ahead of others, as when a worker reads a backlog."""
+    parts: dict[int, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        parts[partition_for(r["tenant_id"], partitions)].append(i)
+    out = {}
+    for seed in range(seeds):
+        rng = random.Random(seed)
+        poll = {k: rng.choice(sizes) for k in sorted(parts)}
+        order: list[int] = []
+        at = dict.fromkeys(parts, 0)
+        while len(order) < len(records):
+            for k in sorted(parts):
+                order += parts[k][at[k]:at[k] + poll[k]]
+                at[k] += poll[k]
+        name = "uneven polls " + "/".join(str(poll[k]) for k in sorted(parts))
+        out[name] = order
+    return out
+
+
 def first_alerts(events: list[Event], order: list[int], batch: int = 2048) -> dict[str, int]:
     """``events_seen`` of each tenant's first detector alert when the core (a fresh
     processor with the default settings, no campaign stage) is fed ``events`` in ``order``
@@ -90,11 +115,21 @@ def first_alerts(events: list[Event], order: list[int], batch: int = 2048) -> di
     return first
 
 
-def measure(records: list[dict], **kw) -> dict[str, dict[str, int]]:
+def measure(records: list[dict], uneven: int = 0, **kw) -> dict[str, dict[str, int]]:
     """Order name -> {tenant: events_seen of its first alert}."""
     events = [validate(r) for r in records]
-    return {name: first_alerts(events, order)
-            for name, order in interleavings(records, **kw).items()}
+    orders = interleavings(records, **kw)
+    if uneven:
+        orders.update(uneven_polls(records, seeds=uneven))
+    return {name: first_alerts(events, order) for name, order in orders.items()}
+
+
+def demo_records(live: int = 4000) -> list[dict]:
+    """``make run``'s traffic as the worker receives it: the history, then live events."""
+    from pipeline.demo import demo_traffic
+    past, events = demo_traffic(50.0, "auto", realtime=False, limit=live,
+                                start_ms=1767225600000)
+    return past + list(events)
 
 
 def spread(results: dict[str, dict[str, int]]) -> dict[str, int | None]:
@@ -113,9 +148,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=FAULT_DAY["seed"])
     ap.add_argument("--tenants", type=int, default=FAULT_DAY["tenants"])
     ap.add_argument("--days", type=int, default=FAULT_DAY["days"])
+    ap.add_argument("--demo", action="store_true", help="make run's traffic instead")
+    ap.add_argument("--uneven", type=int, default=0, help="orders with uneven polls to add")
     a = ap.parse_args(argv)
-    records = day(a.seed, a.tenants, a.days)
-    results = measure(records)
+    records = demo_records() if a.demo else day(a.seed, a.tenants, a.days)
+    results = measure(records, uneven=a.uneven)
     names = list(results)
     print(f"{len(records):,} events; first alert's events_seen per delivery order")
     print("tenant".ljust(14) + "".join(f"{i:>8}" for i in range(len(names))) + "  spread")
