@@ -74,6 +74,13 @@ def test_demo_on_a_bare_clone_alerts_the_sweeper_and_no_benign_tenant(no_corpus,
     assert SWEEPER in first["evidence"]["summary"] and "percentile" in first["evidence"]["summary"]
 
 
+def test_the_demo_says_which_alerts_are_false_positives():
+    alert = {"severity": "warning", "tenant_id": SWEEPER, "detector": "coverage",
+             "events_seen": 50, "evidence": {"summary": "Tenant ... kept reaching"}}
+    assert format_alert(alert, 3).endswith("<- the demo's attacker")
+    assert "FALSE POSITIVE" in format_alert({**alert, "tenant_id": "t-d36ffa22"}, 3)
+
+
 def test_top_says_there_are_no_alerts_yet_and_for_which_window(tmp_path):
     """A fresh deployment: events stored, nothing alerted; ``top`` says so in words."""
     log = tmp_path / "quiet.jsonl"

@@ -4,12 +4,13 @@ left when the first window is not judged.
 Every rule scores a window against tenants *of the same age*, so when a tenant is caught says
 what the detector really relies on. This runs the shipped detector (default scales, prior,
 population learned online, per-tenant rules only: no campaign stage) over 400 tenants and
-7 days of each split (the sizes of ``bench lofo``), records every window's scaled rule
-scores, and reports:
+7 days of each split (the sizes of ``bench lofo``), and beside it the same detector with one
+coverage scale for all ages (before issue 14's per-age scales), records every window's
+scaled rule scores, and reports:
 
 - ordinary benign tenants flagged and attackers caught (after their attack starts), by the
   window of their first alert (1, 2-3, 4-15, 16+) and the rule that fired;
-- the same with every tenant's first window left unjudged: a proxy for an attacker that
+- the same with every tenant's first window left unjudged (per attack family too): a proxy for an attacker that
   spends its first window on ordinary queries before it sweeps, and for a worker started on
   a gateway whose tenants it meets mid-life (both are ways round a first-window judgement;
   the proxy keeps the sweep's own later windows, so it is an estimate, not the attack run).
@@ -40,11 +41,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="bench/results/alert_age.json")
 
 
-def window_scores(split: str, mode: str, seed: int, sizes: dict):
-    """Per tenant, ``[(window, events_seen, scaled rule scores)]`` in order, and the labels."""
-    from pipeline.detect.coverwatch import RULE_SCALES, CoverwatchDetector
+def window_scores(split: str, mode: str, seed: int, sizes: dict, one_scale: bool = False):
+    """Per tenant, ``[(window, events_seen, scaled rule scores)]`` in order, and the labels.
+    ``one_scale``: every rule at one scale for all ages (:data:`RULE_SCALES`, the detector
+    before per-age coverage scales), for the side-by-side comparison."""
+    from pipeline.detect.coverwatch import RULE_SCALES, CoverwatchDetector, default_scales
+    from pipeline.detect.population import BUCKETS, age_bucket
     traffic = generate(split, seed=seed, mode=mode, **sizes)
-    det, scales = CoverwatchDetector(), np.asarray(RULE_SCALES)
+    # the prior of the mode's embedding space, as bench detect and a configured worker use
+    prior = "provided" if mode == "provided" else "text"
+    det = CoverwatchDetector(prior=prior, rule_scales=RULE_SCALES if one_scale else None)
+    scales = np.tile(np.asarray(RULE_SCALES, float)[:, None], (1, BUCKETS)) if one_scale \
+        else default_scales(prior)
     seq: dict = defaultdict(list)
     embedder = get_text_embedder() if mode == "text" else None
     batch: list = []
@@ -53,7 +61,7 @@ def window_scores(split: str, mode: str, seed: int, sizes: dict):
         det.update_many(batch)
         for s in det.drain_summaries():
             seq[s["tenant_id"]].append((s["window"], s["events_seen"],
-                                        np.asarray(s["rules"]) / scales))
+                                        np.asarray(s["rules"]) / scales[:, age_bucket(s["window"])]))
         batch.clear()
     for e in events_for(traffic, embedder):
         batch.append(e)
@@ -91,6 +99,17 @@ def tally(seq: dict, labels: dict, skip_first: bool = False) -> dict:
     return out
 
 
+def families(seq: dict, labels: dict, skip_first: bool = False) -> dict:
+    """Attack family -> [caught, tenants]."""
+    out: dict = {}
+    for t, lab in labels.items():
+        if t in seq and lab["is_attack"]:
+            row = out.setdefault(lab["family"], [0, 0])
+            row[0] += first_alert(seq[t], lab, skip_first) is not None
+            row[1] += 1
+    return dict(sorted(out.items()))
+
+
 def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     single_thread_blas()
@@ -99,9 +118,12 @@ def run(args: argparse.Namespace) -> int:
     for mode in [m for m in args.modes.split(",") if m]:
         for split in [s for s in args.splits.split(",") if s]:
             print(f"[age] {split} split, {mode} ...", file=sys.stderr)
-            seq, labels = window_scores(split, mode, args.seed, sizes)
-            result["runs"][f"{split}/{mode}"] = {"all_windows": tally(seq, labels),
-                                                 "first_window_unjudged": tally(seq, labels, True)}
+            for name, one in (("coverwatch", False), ("one scale", True)):
+                seq, labels = window_scores(split, mode, args.seed, sizes, one_scale=one)
+                result["runs"][f"{split}/{mode}/{name}"] = {
+                    "all_windows": tally(seq, labels),
+                    "first_window_unjudged": tally(seq, labels, True),
+                    "families_first_window_unjudged": families(seq, labels, True)}
     result["seconds"] = round(time.monotonic() - t0, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -130,4 +152,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| {name} | {_share(a['ordinary'])} | {by(a['ordinary'])} | "
                      f"{_share(a['attack'])} | {by(a['attack'])} | {_share(s['ordinary'])} | "
                      f"{_share(s['attack'])} |")
+    lines += ["", "Attack families caught with the first window unjudged:", ""]
+    for name, r in result["runs"].items():
+        fams = r["families_first_window_unjudged"]
+        lines.append(f"- {name}: " + ", ".join(f"{f} {c}/{n}" for f, (c, n) in fams.items()))
     return "\n".join(lines) + "\n"

@@ -59,7 +59,7 @@ def tenant_maxima(split: str, mode: str, seed: int, sizes: dict):
         cw._RULE_IDX = [[cw._IDX[f] for f in feats] for _, _, feats in cw.RULES]
         cw._RULE_GATES = saved[3] + [()] * len(extra)
         traffic = generate(split, seed=seed, mode=mode, **sizes)
-        det = cw.CoverwatchDetector()
+        det = cw.CoverwatchDetector(prior="provided" if mode == "provided" else "text")
         names = [r[0] for r in cw.RULES]
         best: dict = defaultdict(lambda: np.full(len(names), -np.inf))
         batch = []

@@ -125,6 +125,16 @@ AGE_FREE_RULES = ("cot", "takeover")
 # excess grows with its life, and over 3 days the 99th percentile, 1.7, let a week of
 # traffic flag 4.4% of the report split's ordinary benign tenants in text mode, not 1.8%).
 RULE_SCALES = (0.85, 1.15, 2.0, 0.5, 2.5)
+# The coverage rule's scale per age bucket (windows 1, 2-3, 4-7, ..., 128+) and embedding
+# space: the first window keeps RULE_SCALES's; each older bucket's is the 99th percentile
+# (x1.05) of calib ordinary benign tenants' largest coverage score in that bucket, 7 days,
+# detector with one scale and the space's prior (buckets with < 30 such tenants inherit the
+# younger one's), never above the first window's. One scale for all ages left a sweep caught at its first window or never:
+# later, tenants of the same age are broader on average and a sweep's score falls below
+# it (issue 14, ``coverwatch bench age``), so a thief whose first 50 queries are ordinary
+# went unseen.
+COVERAGE_BY_AGE = {"provided": (1.15, 1.15, 0.98, 1.02, 0.82, 0.6, 0.5, 0.5),
+                   "text": (1.15, 1.07, 1.1, 0.95, 0.87, 0.97, 0.76, 0.76)}
 MIN_RULE_SCALE = 0.5
 CALIBRATION_TENANTS = 100    # per age bucket, to fit that bucket's own scales
 CALIBRATION_MARGIN = 1.05
@@ -165,7 +175,7 @@ class CoverwatchDetector:
         Score at which the alert is ``critical`` rather than ``warning``.
     rule_scales
         Per rule of :data:`RULES`, one scale or one per age bucket (None:
-        :data:`RULE_SCALES`); :meth:`calibrate` fits one per rule and age bucket on benign
+        :func:`default_scales` for the prior's space); :meth:`calibrate` fits one per rule and age bucket on benign
         traffic (young tenants are noisier than old ones).
     cooldown
         Events after an episode closes during which the tenant cannot open a new one.
@@ -240,7 +250,7 @@ class CoverwatchDetector:
         self._hst = HalfSpaceTrees(n_trees=self.hst_trees, height=self.hst_height,
                                    window_size=self.hst_window, seed=self.seed)
         self._summaries: deque = deque(maxlen=SUMMARY_BUFFER)
-        scales = RULE_SCALES if self.rule_scales is None else self.rule_scales
+        scales = default_scales(self.prior) if self.rule_scales is None else self.rule_scales
         self._scales = np.broadcast_to(np.asarray(scales, dtype=float).reshape(
             len(RULES), -1), (len(RULES), BUCKETS)).copy()
 
@@ -305,7 +315,7 @@ class CoverwatchDetector:
                 b = best.get(key)
                 best[key] = r if b is None else np.maximum(b, r)
         q = 1 - target_fpr / (2 * len(RULES))
-        scales = np.tile(np.asarray(RULE_SCALES, dtype=float)[:, None], (1, BUCKETS))
+        scales = default_scales(params.get("prior", "text"))
         for bucket in range(BUCKETS):
             rows = [v for (_, b), v in best.items() if b == bucket]
             if len(rows) >= CALIBRATION_TENANTS:
@@ -520,6 +530,16 @@ class CoverwatchDetector:
                          severity=severity, score=raw, threshold=self.threshold,
                          events_seen=s.n, evidence=evidence,
                          episode=f"{s.episode}:{severity}")
+
+
+def default_scales(prior: str | None) -> np.ndarray:
+    """``[rules, BUCKETS]`` scales of the uncalibrated detector: :data:`RULE_SCALES` at every
+    age, the coverage rule's from :data:`COVERAGE_BY_AGE` for the prior's embedding space."""
+    out = np.tile(np.asarray(RULE_SCALES, dtype=float)[:, None], (1, BUCKETS))
+    ages = COVERAGE_BY_AGE.get(prior or "")
+    if ages is not None:
+        out[[name for name, _, _ in RULES].index("coverage")] = ages
+    return out
 
 
 def _rule(ex: list, how: str) -> float:
