@@ -21,11 +21,10 @@ import argparse
 import sys
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import numpy as np
-import orjson
 
+from pipeline.bench import save
 from pipeline.bench.detect import events_for, get_text_embedder, single_thread_blas
 from pipeline.bench.lofo import SIZES
 from pipeline.simulate.traffic import generate
@@ -125,11 +124,8 @@ def run(args: argparse.Namespace) -> int:
                     "first_window_unjudged": tally(seq, labels, True),
                     "families_first_window_unjudged": families(seq, labels, True)}
     result["seconds"] = round(time.monotonic() - t0, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     md = markdown(result)
-    out.with_suffix(".md").write_text(md)
+    save(args.out, result, md)
     print(md)
     return 0
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import orjson
 
+from pipeline.bench import save
 from pipeline.bench.baselines import BASELINES
 from pipeline.bench.metrics import campaign_metrics, evaluate
 from pipeline.contracts.events import Event
@@ -91,10 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 mode, args.seed, sizes["report"], embedder,
                 [n.strip() for n in args.robustness.split(",") if n.strip()])
     result["seconds"] = round(time.monotonic() - t_start, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    out.with_suffix(".md").write_text(markdown(result))
+    out = save(args.out, result, markdown(result))
     plot(result, out.with_name(out.stem + "_delay.png"))
     print(markdown(result))
     print(f"wrote {out} in {result['seconds']:.0f} s", file=sys.stderr)

@@ -22,11 +22,10 @@ import argparse
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
-import orjson
 
+from pipeline.bench import save
 from pipeline.bench.detect import events_for, get_text_embedder, single_thread_blas
 from pipeline.simulate.tenants import ATTACKS
 from pipeline.simulate.traffic import generate
@@ -143,11 +142,8 @@ def run(args: argparse.Namespace) -> int:
                                                                       r_labels, choice)}
         result["modes"][mode] = {"families": rows, "all_families_choice": shipped}
     result["seconds"] = round(time.monotonic() - t0, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     md = markdown(result)
-    out.with_suffix(".md").write_text(md)
+    save(args.out, result, md)
     print(md)
     return 0
 
