@@ -58,6 +58,9 @@ class Settings:
     prompt_salt: str = ""
     sink_batch: int = 5_000
     sink_within_s: float = 0.25     # a detect batch waits at most this for more messages
+    stream_buffer: int = 16         # internal messages (up to 8 MB each) read ahead, and per batch
+    changelog_pending: int = 2_000  # tenant-state writes queued for the changelog before a batch waits
+    malloc_mmap_threshold: int = 1 << 20   # glibc: allocations this big go to mmap (0: glibc's)
     detector: str = "coverwatch"
     prior: str = "text"                # population prior: text | provided | none
     campaigns: bool = True             # the coordinated-campaign stage
@@ -106,6 +109,10 @@ class Settings:
             store_prompts=env.get("COVERWATCH_STORE_PROMPTS", d.store_prompts),
             prompt_salt=env.get("COVERWATCH_PROMPT_SALT", ""),
             sink_batch=_int(env, "COVERWATCH_SINK_BATCH", d.sink_batch),
+            stream_buffer=_int(env, "COVERWATCH_STREAM_BUFFER", d.stream_buffer),
+            changelog_pending=_int(env, "COVERWATCH_CHANGELOG_PENDING", d.changelog_pending),
+            malloc_mmap_threshold=_int(env, "COVERWATCH_MALLOC_MMAP_THRESHOLD",
+                                       d.malloc_mmap_threshold),
             detector=env.get("COVERWATCH_DETECTOR", d.detector),
             prior=env.get("COVERWATCH_PRIOR", d.prior),
             campaigns=env.get("COVERWATCH_CAMPAIGNS", "1") not in ("0", "false", "no"),
@@ -122,6 +129,9 @@ class Settings:
             raise SystemExit("COVERWATCH_TABLE_STORE must be rocksdb or memory")
         if s.processes < 0:
             raise SystemExit("COVERWATCH_PROCESSES must be 0 (one per CPU) or more")
+        if s.stream_buffer < 1 or s.changelog_pending < 1 or s.malloc_mmap_threshold < 0:
+            raise SystemExit("COVERWATCH_STREAM_BUFFER and COVERWATCH_CHANGELOG_PENDING must be "
+                             ">= 1, COVERWATCH_MALLOC_MMAP_THRESHOLD >= 0")
         if s.prior not in ("text", "provided", "none"):
             raise SystemExit("COVERWATCH_PRIOR must be text, provided or none")
         return replace(s, **overrides) if overrides else s

@@ -57,6 +57,7 @@ def test_a_stalled_sink_fails_health_and_shows_on_metrics(kafka, tmp_path):
         for name in ("coverwatch_events_in_total", "coverwatch_events_detected_total",
                      "coverwatch_seconds_since_stored", "coverwatch_seconds_since_detect_batch",
                      "coverwatch_batch_duration_seconds", "coverwatch_stored_latency_seconds",
+                     "coverwatch_changelog_pending",
                      "process_resident_memory_bytes", "process_open_fds"):
             assert f"# HELP {name}" in page, name
         m = w.metrics()

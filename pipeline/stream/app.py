@@ -34,6 +34,7 @@ from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import token
 from pipeline.stream.batch import (BatchCore, Detected, Record, deliver, groups, keyed_logs,
                                    offset_ranges)
+from pipeline.stream.changelog import ebb
 from pipeline.stream.checkpoint import CheckpointTopic
 from pipeline.stream.metrics import CONTENT_TYPE, Metrics, consumer_lag
 from pipeline.stream.query_endpoint import QueryEndpoint
@@ -138,8 +139,9 @@ def create_app(settings: Settings) -> faust.App:
         # write waits for the previous batch's round trip.
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         producer_linger=0.005,
-        # The streams carry internal messages of up to CHUNK_BYTES (many events each).
-        stream_buffer_maxsize=512,
+        # Internal messages carry many events each (up to 8 MB): read a few ahead, not 512
+        # (which held gigabytes on a backlog); source records are small (keyed input).
+        stream_buffer_maxsize=512 if s.input_keyed else s.stream_buffer,
         broker_max_poll_records=500,
         consumer_max_fetch_size=INTERNAL_MAX_BYTES,
         # A SIGKILLed worker's partitions move on after 10 s instead of Faust's 60 s default.
@@ -210,7 +212,7 @@ def create_app(settings: Settings) -> faust.App:
         await app.producer._ensure_producer().client._wait_on_metadata(
             state.changelog_topic.get_topic_name())
         # internal messages carry many events each; source records one or a few
-        async for batch in stream.take_events(s.sink_batch if keyed else 64,
+        async for batch in stream.take_events(s.sink_batch if keyed else s.stream_buffer,
                                               within=s.sink_within_s):
             # in groups of bounded size, so a backlog's batch of new tenants stays under
             # the ceiling (a crash between groups re-delivers a stored prefix: the guard)
@@ -218,6 +220,8 @@ def create_app(settings: Settings) -> faust.App:
                 t0 = time.perf_counter()
                 detected = await loop.run_in_executor(cpu_thread, core.run, recs)
                 await deliver(detected, out)
+                # the batch's table writes wait in the producer's buffer: bound it
+                metrics.changelog_pending = await ebb(app.producer.buffer, s.changelog_pending)
                 checkpoints.cover(source.get_topic_name(), offset_ranges(recs))
                 if keyed:
                     metrics.events_in += len(recs)
@@ -323,6 +327,10 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     import gc
 
     from faust.worker import Worker
+
+    from pipeline.stream.malloc import cap_mmap_threshold
+    if cap_mmap_threshold(settings.malloc_mmap_threshold):
+        log.info("glibc mmap threshold fixed at %d bytes", settings.malloc_mmap_threshold)
     app = create_app(settings)
     # Batches allocate many short-lived objects while tenant state keeps many long-lived
     # ones: with the default thresholds the collector walked that state every few batches.

@@ -71,6 +71,7 @@ class Metrics:
         self.queries_refused = 0
         self.tenants_expired = 0
         self.tenants_evicted = 0
+        self.changelog_pending = 0
         now = time.monotonic()
         # a fresh worker has stored nothing yet: it counts from its start
         self.last_stored = self.last_detect_batch = now
@@ -162,6 +163,9 @@ class _Collector:
         yield alerts
         for name, value, doc in (
                 ("tenants_tracked", m.tenants, "Tenants with detector state in this worker."),
+                ("changelog_pending", m.changelog_pending,
+                 "Tenant-state writes queued for the changelog after the last batch "
+                 "(a batch waits while more than COVERWATCH_CHANGELOG_PENDING are)."),
                 ("sink_behind_seconds", m.sink_behind_s,
                  "How long the ClickHouse sink has been failing to store a batch (0: fine)."),
                 ("batch_seconds", m.batch_seconds, "Wall time of the last detect batch."),
