@@ -27,3 +27,23 @@ def test_the_mmap_threshold_is_fixed_on_glibc_and_zero_leaves_it():
         pytest.skip("mallopt is glibc's")
     assert cap_mmap_threshold(1 << 20) is True
     assert cap_mmap_threshold(0) is False
+
+
+def test_ebb_waits_until_at_most_the_limit_is_queued():
+    """:func:`pipeline.stream.changelog.ebb` against a stand-in for Faust's ProducerBuffer
+    (``size``, ``flush_atmost``) whose sender drains one message per flush call."""
+    import asyncio
+
+    from pipeline.stream.changelog import ebb
+
+    class Buffer:
+        size, calls = 25, 0
+
+        async def flush_atmost(self, n):
+            self.calls += 1
+            self.size -= 1          # a slow broker: one message sent per call
+            return 1
+
+    b = Buffer()
+    assert asyncio.run(ebb(b, 20)) == 25 and b.size == 20 and b.calls == 5
+    assert asyncio.run(ebb(b, 100)) == 20 and b.calls == 5     # under the limit: no wait
