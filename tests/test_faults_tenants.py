@@ -10,8 +10,9 @@ tenants, default 50,000); ``make test-faults-1m`` runs the full one (marker ``fa
   no alert on a long-tail tenant;
 - the live-tenant ceiling (``COVERWATCH_MAX_TENANTS``) holds: tenants are evicted, and the
   worker's RSS (``VmRSS`` of /proc/<pid>/status sampled every second, and the kernel's own
-  peak ``VmHWM`` of each worker process) stays under a budget set by the ceiling, and stops
-  growing past it;
+  peak ``VmHWM`` of each worker process) stops growing past it (asserted when the tail is at
+  least 10x the ceiling) and stays under a budget set by the ceiling (an expected failure
+  when over it, with the numbers);
 - the restart resumes detection at all (a restarted worker once stalled forever on a long
   tail), and its recovery (launch to consumers assigned and the table recovered, and launch
   to the first batch detected) is measured against a bound: recorded as
@@ -290,19 +291,28 @@ def many_tenants_scenario(kafka_broker, tmp_path: Path, tenants: int, ceiling: i
     assert len(rss) >= 10, "too few RSS samples"
     # recovery: resuming at all is asserted above (no batch detected in 600 s fails the
     # run); its time is recorded (recovery_within_bound), never asserted
-    # Worker RSS under the budget the ceiling sets, and flat past it. KNOWN TO FAIL (see
-    # README, "1M tenants"): with the live count held at the ceiling, RSS still grows about
-    # 2 KB per further tenant in the worker (not in pipeline.bench.tenant_memory's batch
-    # core). The figures are recorded with memory_ceiling_held false, and the test is
-    # reported as an expected failure with the numbers, not hidden.
-    held = sampler.max_mb < budget and (
-        tenants < 10 * ceiling or (growth is not None and growth < PAST_CEILING_BYTES))
+    # Worker RSS flat past the ceiling: asserted (needs 10x the ceiling in tenants to see).
+    # It grew 2,477 B per further tenant at 1M before the memory bounds of issue 15
+    # (changelog back-pressure, read-ahead of internal messages, glibc's mmap threshold).
+    checks_growth = tenants >= 10 * ceiling
+    if checks_growth:
+        assert growth is not None and growth < PAST_CEILING_BYTES, (
+            f"worker RSS grows {growth} B per tenant past twice the ceiling "
+            f"(bound {PAST_CEILING_BYTES}), max {sampler.max_mb:.0f} MB, live at most {max(live)}")
+    # Worker RSS under the budget the ceiling sets. KNOWN TO FAIL at 1M (see README, "1M
+    # tenants"): the peak, reached while the backlog is worked through, is over the budget.
+    # The figures are recorded with memory_ceiling_held false and the test reported as an
+    # expected failure with the numbers, not hidden.
+    held = sampler.max_mb < budget
+    figures["rss_growth_checked"] = checks_growth
     figures["memory_ceiling_held"] = held
     EVIDENCE.record(name, figures)
     if not held:
-        pytest.xfail(f"worker RSS not bounded by the tenant ceiling: max {sampler.max_mb:.0f} "
-                     f"MB (budget {budget:.0f}), {growth} B per tenant past twice the ceiling "
-                     f"(bound {PAST_CEILING_BYTES}), live tenants at most {max(live)}")
+        pytest.xfail(f"worker RSS over the budget the tenant ceiling sets: max "
+                     f"{sampler.max_mb:.0f} MB (budget {budget:.0f}); growth {growth} B per "
+                     f"tenant past twice the ceiling (bound {PAST_CEILING_BYTES}"
+                     f"{', held' if checks_growth else ', not checked'}), live tenants at "
+                     f"most {max(live)}")
 
 
 @pytest.fixture(scope="module")
