@@ -267,6 +267,8 @@ def many_tenants_scenario(kafka_broker, tmp_path: Path, tenants: int, ceiling: i
         "rss_growth_bytes_per_tenant_past_2x_ceiling":
             round(growth) if growth is not None else None,
         "rss_samples": len(rss), "killed_at_stored": killed_stored,
+        # (events stored, RSS MB) at most 40 points: where the growth is, for the reader
+        "rss_mb_by_stored": [(n, round(r)) for n, r in series[::max(1, len(series) // 40)]],
         "changelog_records_at_kill": changelog_records,
         "changelog_partitions": changelog_parts,
         "restart_seconds_to_ready": round(ready_s, 1),
