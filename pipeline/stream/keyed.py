@@ -24,8 +24,9 @@ refuses to start otherwise.
 Delivery is at-least-once, by the rules of :mod:`pipeline.stream.batch`: a group's offsets
 are committed to the consumer group ``<app_id>-keyed`` (:meth:`KeyedSource.commit`, the
 last step of ``deliver``) only after its ClickHouse store, and after the Faust producer was
-flushed, so the group's tenant states (and alerts, dead letters) are on the broker. A
-restart resumes from those offsets; what it re-reads is skipped by tenant position or not
+flushed, so the group's tenant states (and alerts, dead letters) are on the broker (a
+task of its own flushes and commits while the next group is detected; a rebalance waits for
+it). A restart resumes from those offsets; what it re-reads is skipped by tenant position or not
 stored twice (dedup tokens, the redelivery guard).
 
 Memory: a poll returns at most ``KEYED_GROUPS`` x :data:`GROUP_BYTES` of records (the fetch
@@ -148,6 +149,9 @@ class KeyedSource:
         self._applied = -1                    # the generation the assignment follows
         self._idle = asyncio.Event()
         self._idle.set()
+        self._pending: dict[int, int] = {}    # delivered, not committed: partition -> next
+        self._wake = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
         self.read: dict = {}                  # TopicPartition -> last offset detected
 
     async def rebalancing(self) -> None:
@@ -155,19 +159,37 @@ class KeyedSource:
         delivered and committed (its table writes went to partitions still ours)."""
         self.generation += 1
         await self._idle.wait()
+        await self._flush_and_commit()
 
     async def commit(self, offsets: dict[int, int]) -> None:
-        """The last write of a group: flush the Faust producer (tenant states, alerts, dead
-        letters, summaries on the broker), then commit the group's next offsets."""
+        """The last step of a group's ``deliver``: its rows are stored and its tenant states
+        handed to the Faust producer. The committer task (:meth:`_committer`) flushes the
+        producer, then commits, while the next group is detected."""
+        self._pending.update(offsets)
+        self._wake.set()
+
+    async def _committer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush_and_commit()
+
+    async def _flush_and_commit(self) -> None:
+        """Commit the delivered groups' offsets once the producer holds nothing of them:
+        tenant states, alerts, dead letters and summaries are on the broker first."""
         from aiokafka import TopicPartition
-        await self.app.producer.flush()
-        try:
-            await self.consumer.commit({TopicPartition(self.s.topic_logs, p): o
-                                        for p, o in offsets.items()})
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - re-read after a restart: idempotent
-            log.warning("keyed commit failed (%s); the group may be re-delivered", exc)
+        async with self._commit_lock:
+            offsets, self._pending = self._pending, {}
+            if not offsets:
+                return
+            try:
+                await self.app.producer.flush()
+                await self.consumer.commit({TopicPartition(self.s.topic_logs, p): o
+                                            for p, o in offsets.items()})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - re-read after a restart: idempotent
+                log.warning("keyed commit failed (%s); the groups may be re-delivered", exc)
 
     def lag(self) -> int:
         """Messages behind the high watermark on the partitions read now."""
@@ -187,6 +209,7 @@ class KeyedSource:
         partitions from the committed offsets."""
         from aiokafka import TopicPartition
         gen = self.generation
+        await self._flush_and_commit()   # resume after every delivered group
         while self.app.rebalancing:
             await asyncio.sleep(0.05)
             if gen != self.generation:
@@ -210,6 +233,7 @@ class KeyedSource:
             auto_offset_reset="earliest", max_partition_fetch_bytes=GROUP_BYTES,
             fetch_max_bytes=KEYED_GROUPS * GROUP_BYTES, **aiokafka_options(s))
         await c.start()
+        committer = asyncio.ensure_future(self._committer())
         try:
             while True:
                 if self._applied != self.generation or self.app.rebalancing:
@@ -243,4 +267,5 @@ class KeyedSource:
                 finally:
                     self._idle.set()
         finally:
+            committer.cancel()
             await c.stop()
