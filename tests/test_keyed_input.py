@@ -13,18 +13,17 @@ import gzip
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import orjson
 import pytest
 
-from pipeline.kafka_io import producer, tenant_key
 from pipeline.simulate.traffic import generate
 from pipeline.stream.keyed import changelog_topic
 from pipeline.testing.worker import WorkerProcess, isolated_settings, topic_partitions
 from tests.conftest import make_worker, query, raw_counts
+from tests.test_faults import paced_produce, stored
 
 pytestmark = pytest.mark.integration
 KEYED = {"COVERWATCH_INPUT_KEYED": "1", "COVERWATCH_TEST_STOP_MERGES": "1"}
@@ -52,33 +51,6 @@ def day(tmp: Path) -> tuple[list[bytes], dict]:
     return raw, first
 
 
-def produce_keyed(settings, msgs: list[bytes], seconds: float) -> threading.Thread:
-    """``msgs`` to ``api-logs`` keyed by tenant, in order, over about ``seconds``."""
-    def run():
-        p = producer(settings)
-        step = max(1, len(msgs) // 200)
-        t0 = time.monotonic()
-        for i in range(0, len(msgs), step):
-            for m in msgs[i:i + step]:
-                p.send(settings.topic_logs, value=m, key=tenant_key(m))
-            delay = t0 + seconds * (i + step) / len(msgs) - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        p.flush()
-        p.close()
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
-def stored(w) -> int:
-    try:
-        (n,), = query(w, "SELECT uniqExact(tenant_id, event_id) FROM coverwatch.events")
-        return int(n)
-    except (OSError, RuntimeError):
-        return -1
-
-
 def test_keyed_sigkill_after_insert_stores_once_and_alerts_like_replay(kafka, tmp_path):
     raw, expected = day(tmp_path)
     events = [orjson.loads(m) for m in raw]
@@ -87,7 +59,7 @@ def test_keyed_sigkill_after_insert_stores_once_and_alerts_like_replay(kafka, tm
                     COVERWATCH_TEST_KILL_AFTER_ROWS=f"{len(raw) // 3}:{marker}",
                     **KEYED).start()
     s = w.settings
-    t = produce_keyed(s, raw, 30)
+    t = paced_produce(s, raw, 30)
     try:
         deadline = time.monotonic() + 300
         while w.proc.poll() is None:
