@@ -308,3 +308,15 @@ def test_a_thief_on_the_victims_own_client_is_named_by_its_novelty(warm):
     launch = rng.standard_normal((2, DIM))
     assert not alerts(mixed(lambda i: launch[i % 2] + 0.05 * rng.standard_normal(DIM)))
 
+
+
+def test_the_coverage_scale_depends_on_age_and_the_embedding_space():
+    """One coverage scale for all ages judged sweeps at their first window or never (issue
+    14, ``bench age``): the uncalibrated detector carries one per age bucket and space."""
+    from pipeline.detect.coverwatch import COVERAGE_BY_AGE, RULES
+    cov = [name for name, _, _ in RULES].index("coverage")
+    for space in ("text", "provided"):
+        got = CoverwatchDetector(prior=space)._scales[cov]
+        assert list(got) == list(COVERAGE_BY_AGE[space])
+        assert got[0] == RULE_SCALES[cov] and max(got[1:]) <= got[0] and min(got[2:]) < got[0]
+    assert set(CoverwatchDetector(prior=None)._scales[cov]) == {RULE_SCALES[cov]}

@@ -8,8 +8,10 @@ which is the repartition) -> ``detect`` (each batch through
 state -> the ``tenant-state`` table, whose changelog restores it after a restart).
 
 With ``COVERWATCH_INPUT_KEYED=1`` (``api-logs`` is keyed by tenant, as ``coverwatch produce``
-and the adapters' documented producers do) there is no ingest stage: ``detect`` reads
-``api-logs`` itself and validates in the batch (:func:`pipeline.stream.batch.keyed_logs`).
+and the adapters' documented producers do) there is no ingest stage and no ``detect`` agent:
+a plain consumer (:class:`pipeline.stream.keyed.KeyedSource`) reads the ``api-logs``
+partitions of this worker's active table partitions and runs the same ``detect_group``,
+validating in the batch (:func:`pipeline.stream.batch.keyed_logs`).
 
 Delivery is at-least-once (the rules, and their tests, are in :mod:`pipeline.stream.batch`):
 a batch's offsets are acknowledged only after its ClickHouse insert succeeded (the sink
@@ -36,6 +38,7 @@ from pipeline.stream.batch import (BatchCore, Detected, Record, deliver, groups,
                                    offset_ranges)
 from pipeline.stream.changelog import ebb
 from pipeline.stream.checkpoint import CheckpointTopic
+from pipeline.stream.keyed import KeyedSource, check_partitions
 from pipeline.stream.metrics import CONTENT_TYPE, Metrics, consumer_lag
 from pipeline.stream.query_endpoint import QueryEndpoint
 from pipeline.stream.redact import Redactor
@@ -59,11 +62,9 @@ def produced_ms(headers) -> float | None:
     return None
 
 
-def records(batch, source: bool = False) -> list[Record]:
-    """Faust events -> what :class:`BatchCore` reads; ``source``: they are the producers'
-    own records (keyed input), whose Kafka timestamp is their produce time."""
-    return [Record(m.partition, m.offset, ev.value, m.key,
-                   m.timestamp if source else produced_ms(m.headers))
+def records(batch) -> list[Record]:
+    """Faust events (internal messages, summaries) -> what :class:`BatchCore` reads."""
+    return [Record(m.partition, m.offset, ev.value, m.key, produced_ms(m.headers))
             for ev in batch for m in (ev.message,)]
 
 
@@ -86,6 +87,7 @@ class FaustOutputs:
     def __init__(self, *, dlq, alerts, summaries, table, sink, db_thread, metrics):
         self.dlq, self.alerts, self.summaries, self.table = dlq, alerts, summaries, table
         self.sink, self.db_thread, self.metrics = sink, db_thread, metrics
+        self.keyed: KeyedSource | None = None
 
     async def dead_letter(self, key: bytes | None, value: bytes) -> None:
         self.metrics.dlq += 1
@@ -111,8 +113,11 @@ class FaustOutputs:
         await self.summaries.send(key=summary["account"].encode(), value=orjson.dumps(summary))
 
     async def commit(self, offsets: dict[int, int]) -> None:
-        """Nothing to do: Faust acknowledges a batch's messages when the agent asks for the
-        next batch (``take_events``), after this, and commits acknowledged offsets."""
+        """Keyed input: :meth:`KeyedSource.commit`. Otherwise nothing to do: Faust
+        acknowledges a batch's messages when the agent asks for the next batch
+        (``take_events``), after this, and commits acknowledged offsets."""
+        if self.keyed is not None:
+            await self.keyed.commit(offsets)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -204,35 +209,58 @@ def create_app(settings: Settings) -> faust.App:
     out = FaustOutputs(dlq=dlq, alerts=alerts_topic, summaries=summaries, table=state,
                        sink=guard, db_thread=db_thread, metrics=metrics)
 
-    @app.agent(source)
-    async def detect(stream):
-        loop = asyncio.get_running_loop()
+    async def detect_group(recs: list[Record]) -> None:
+        """One bounded group of records through the batch core, then its writes (the
+        default agent and the keyed source both run their batches through this)."""
+        t0 = time.perf_counter()
+        detected = await asyncio.get_running_loop().run_in_executor(cpu_thread, core.run, recs)
+        await deliver(detected, out)
+        # the batch's table writes wait in the producer's buffer: bound it
+        metrics.changelog_pending = await ebb(app.producer.buffer, s.changelog_pending)
+        checkpoints.cover(source.get_topic_name(), offset_ranges(recs))
+        if keyed:
+            metrics.events_in += len(recs)
+        metrics.replayed_skipped += detected.skipped
+        metrics.events_detected += len(detected.kept)
+        metrics.duplicates = processor.duplicates
+        metrics.tenants = checkpoints.tenants
+        metrics.tenants_expired, metrics.tenants_evicted = (checkpoints.expired,
+                                                            checkpoints.evicted)
+        metrics.detected(time.perf_counter() - t0)
+
+    async def save_globals() -> None:
+        await asyncio.get_running_loop().run_in_executor(cpu_thread,
+                                                         checkpoints.maybe_save_globals)
+
+    async def table_metadata() -> None:
         # Table writes pick their changelog partition from the producer's metadata, which
         # knows only the topics it was asked about (ingest may send before the table exists).
         await app.producer._ensure_producer().client._wait_on_metadata(
             state.changelog_topic.get_topic_name())
-        # internal messages carry many events each; source records one or a few
-        async for batch in stream.take_events(s.sink_batch if keyed else s.stream_buffer,
-                                              within=s.sink_within_s):
-            # in groups of bounded size, so a backlog's batch of new tenants stays under
-            # the ceiling (a crash between groups re-delivers a stored prefix: the guard)
-            for recs in groups(records(batch, keyed)):
-                t0 = time.perf_counter()
-                detected = await loop.run_in_executor(cpu_thread, core.run, recs)
-                await deliver(detected, out)
-                # the batch's table writes wait in the producer's buffer: bound it
-                metrics.changelog_pending = await ebb(app.producer.buffer, s.changelog_pending)
-                checkpoints.cover(source.get_topic_name(), offset_ranges(recs))
-                if keyed:
-                    metrics.events_in += len(recs)
-                metrics.replayed_skipped += detected.skipped
-                metrics.events_detected += len(detected.kept)
-                metrics.duplicates = processor.duplicates
-                metrics.tenants = checkpoints.tenants
-                metrics.tenants_expired, metrics.tenants_evicted = (checkpoints.expired,
-                                                                    checkpoints.evicted)
-                metrics.detected(time.perf_counter() - t0)
-            await loop.run_in_executor(cpu_thread, checkpoints.maybe_save_globals)
+
+    def forget(partitions: set[int]) -> None:
+        checkpoints.forget_partitions(partitions)
+        guard.revoked(partitions)
+
+    keyed_source = KeyedSource(s, app, detect_group, forget,
+                               after_poll=save_globals) if keyed else None
+    out.keyed = keyed_source
+
+    if keyed_source is not None:
+        @app.task
+        async def keyed_input():
+            await table_metadata()
+            await keyed_source.run()
+    else:
+        @app.agent(source)
+        async def detect(stream):
+            await table_metadata()
+            async for batch in stream.take_events(s.stream_buffer, within=s.sink_within_s):
+                # in groups of bounded size, so a backlog's batch of new tenants stays under
+                # the ceiling (a crash between groups re-delivers a stored prefix: the guard)
+                for recs in groups(records(batch)):
+                    await detect_group(recs)
+                await save_globals()
 
     @app.agent(summaries)
     async def campaigns(stream):
@@ -259,9 +287,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):
+        if keyed_source is not None:
+            # finish the group in flight; re-assigned (and tenants forgotten) after recovery
+            await keyed_source.rebalancing()
         ours = source.get_topic_name()
-        checkpoints.forget_partitions({tp.partition for tp in revoked if tp.topic == ours})
-        guard.revoked({tp.partition for tp in revoked if tp.topic == ours})
+        forget({tp.partition for tp in revoked if tp.topic == ours})
         if stage is not None and any(tp.topic == summaries.get_topic_name() for tp in revoked):
             stage_owned[0] = False
             await asyncio.get_running_loop().run_in_executor(
@@ -283,7 +313,7 @@ def create_app(settings: Settings) -> faust.App:
         metrics.sink_behind_s = sink.behind_s
         metrics.queries_refused = queries.refused
         metrics.redelivered_stored = guard.left_out
-        metrics.lag = {s.topic_logs: faust_lag(app, s.topic_logs)} if keyed else {
+        metrics.lag = {s.topic_logs: keyed_source.lag()} if keyed else {
             s.topic_events: faust_lag(app, s.topic_events),
             s.topic_logs: await repartitioner.lag()}
 
@@ -331,6 +361,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     from pipeline.stream.malloc import cap_mmap_threshold
     if cap_mmap_threshold(settings.malloc_mmap_threshold):
         log.info("glibc mmap threshold fixed at %d bytes", settings.malloc_mmap_threshold)
+    if settings.input_keyed:
+        check_partitions(settings)   # refuses to start when the partition counts differ
     app = create_app(settings)
     # Batches allocate many short-lived objects while tenant state keeps many long-lived
     # ones: with the default thresholds the collector walked that state every few batches.

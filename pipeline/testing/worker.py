@@ -126,8 +126,10 @@ class WorkerProcess:
     def groups(self) -> dict[str, str]:
         """Consumer group -> the input topic it must cover: detect agent and ingest stage."""
         s = self.settings
-        if self.env.get("COVERWATCH_INPUT_KEYED") == "1":   # no repartition hop
-            return {s.app_id: s.topic_logs}
+        if self.env.get("COVERWATCH_INPUT_KEYED") == "1":
+            # no repartition hop: the Faust group covers the table, whose active
+            # partitions the keyed source reads (manual assignment, no group of its own)
+            return {s.app_id: f"{s.app_id}-tenant-state-changelog"}
         return {s.app_id: s.topic_events, f"{s.app_id}-ingest": s.topic_logs}
 
     def group_members(self) -> dict[str, dict]:
