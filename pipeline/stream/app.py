@@ -145,8 +145,8 @@ def create_app(settings: Settings) -> faust.App:
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         producer_linger=0.005,
         # Internal messages carry many events each (up to 8 MB): read a few ahead, not 512
-        # (which held gigabytes on a backlog); source records are small (keyed input).
-        stream_buffer_maxsize=512 if s.input_keyed else s.stream_buffer,
+        # (which held gigabytes on a backlog). Keyed input has no Faust stream on api-logs.
+        stream_buffer_maxsize=s.stream_buffer,
         broker_max_poll_records=500,
         consumer_max_fetch_size=INTERNAL_MAX_BYTES,
         # A SIGKILLed worker's partitions move on after 10 s instead of Faust's 60 s default.

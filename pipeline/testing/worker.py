@@ -129,7 +129,8 @@ class WorkerProcess:
         if self.env.get("COVERWATCH_INPUT_KEYED") == "1":
             # no repartition hop: the Faust group covers the table, whose active
             # partitions the keyed source reads (manual assignment, no group of its own)
-            return {s.app_id: f"{s.app_id}-tenant-state-changelog"}
+            from pipeline.stream.keyed import changelog_topic
+            return {s.app_id: changelog_topic(s)}
         return {s.app_id: s.topic_events, f"{s.app_id}-ingest": s.topic_logs}
 
     def group_members(self) -> dict[str, dict]:
