@@ -44,14 +44,13 @@ def window_scores(split: str, mode: str, seed: int, sizes: dict, one_scale: bool
     """Per tenant, ``[(window, events_seen, scaled rule scores)]`` in order, and the labels.
     ``one_scale``: every rule at one scale for all ages (:data:`RULE_SCALES`, the detector
     before per-age coverage scales), for the side-by-side comparison."""
-    from pipeline.detect.coverwatch import RULE_SCALES, CoverwatchDetector, default_scales
-    from pipeline.detect.population import BUCKETS, age_bucket
+    from pipeline.detect.coverwatch import CoverwatchDetector, default_scales
+    from pipeline.detect.population import age_bucket
     traffic = generate(split, seed=seed, mode=mode, **sizes)
     # the prior of the mode's embedding space, as bench detect and a configured worker use
     prior = "provided" if mode == "provided" else "text"
-    det = CoverwatchDetector(prior=prior, rule_scales=RULE_SCALES if one_scale else None)
-    scales = np.tile(np.asarray(RULE_SCALES, float)[:, None], (1, BUCKETS)) if one_scale \
-        else default_scales(prior)
+    scales = default_scales(None if one_scale else prior)   # None: RULE_SCALES at every age
+    det = CoverwatchDetector(prior=prior, rule_scales=scales)
     seq: dict = defaultdict(list)
     embedder = get_text_embedder() if mode == "text" else None
     batch: list = []
