@@ -41,6 +41,26 @@ def day(seed: int, tenants: int, days: int) -> list[dict]:
     return sorted(raw, key=lambda r: r["ts"])      # stable, as replay sorts
 
 
+def by_partition(records: list[dict], partitions: int) -> dict[int, list[int]]:
+    """Record indexes per partition (Kafka's default partitioner on the tenant key)."""
+    parts: dict[int, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        parts[partition_for(r["tenant_id"], partitions)].append(i)
+    return dict(parts)
+
+
+def round_robin(parts: dict[int, list[int]], poll: dict[int, int]) -> list[int]:
+    """Partitions consumed in turn, ``poll[k]`` records of partition ``k`` each round."""
+    order: list[int] = []
+    at = dict.fromkeys(parts, 0)
+    total = sum(len(p) for p in parts.values())
+    while len(order) < total:
+        for k in sorted(parts):
+            order += parts[k][at[k]:at[k] + poll[k]]
+            at[k] += poll[k]
+    return order
+
+
 def interleavings(records: list[dict], partitions: int = 4, poll: int = 500,
                   seed: int = 1) -> dict[str, list[int]]:
     """Orders of ``records`` (as index lists) that keep every tenant's own order:
@@ -54,15 +74,11 @@ def interleavings(records: list[dict], partitions: int = 4, poll: int = 500,
       left), so tenants drift arbitrarily far apart in event time;
     - ``tenant by tenant``: each tenant's whole stream in turn (the extreme)."""
     tenants: dict[str, list[int]] = defaultdict(list)
-    parts: dict[int, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
         tenants[r["tenant_id"]].append(i)
-        parts[partition_for(r["tenant_id"], partitions)].append(i)
+    parts = by_partition(records, partitions)
     keys = sorted(parts)
-    rr: list[int] = []
-    for lo in range(0, max(len(p) for p in parts.values()), poll):
-        for k in keys:
-            rr += parts[k][lo:lo + poll]
+    rr = round_robin(parts, dict.fromkeys(keys, poll))
     tags = [t for t, idx in tenants.items() for _ in idx]
     random.Random(seed).shuffle(tags)
     its = {t: iter(idx) for t, idx in tenants.items()}
@@ -80,21 +96,13 @@ def uneven_polls(records: list[dict], partitions: int = 4, seeds: int = 8,
                  sizes: tuple = (50, 200, 500, 1000, 3000)) -> dict[str, list[int]]:
     """Orders in which each partition is polled at its own size (drawn from ``sizes``) in
     each round: some partitions run ahead of others, as when a worker reads a backlog."""
-    parts: dict[int, list[int]] = defaultdict(list)
-    for i, r in enumerate(records):
-        parts[partition_for(r["tenant_id"], partitions)].append(i)
+    parts = by_partition(records, partitions)
     out = {}
     for seed in range(seeds):
         rng = random.Random(seed)
         poll = {k: rng.choice(sizes) for k in sorted(parts)}
-        order: list[int] = []
-        at = dict.fromkeys(parts, 0)
-        while len(order) < len(records):
-            for k in sorted(parts):
-                order += parts[k][at[k]:at[k] + poll[k]]
-                at[k] += poll[k]
-        name = "uneven polls " + "/".join(str(poll[k]) for k in sorted(parts))
-        out[name] = order
+        out["uneven polls " + "/".join(str(poll[k]) for k in sorted(parts))] = \
+            round_robin(parts, poll)
     return out
 
 
