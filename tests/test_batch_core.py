@@ -160,3 +160,44 @@ def test_keyed_input_replays_a_crash_without_double_learning(crash_before):
     topic.run(keyed_core(topic), batch=20)
     assert learned(topic) == learned(reference) == {b"t1": 130, b"t2": 30}
     assert {a.alert_id for a in topic.out.alerts} == {a.alert_id for a in reference.out.alerts}
+
+
+class Flaky(Exception):
+    """A write that fails and would succeed if tried again (a broker leader moving)."""
+
+
+def test_a_failed_write_after_detection_is_written_again_not_dropped():
+    """A batch is detected once (its tenants learned it): when one of its writes fails, the
+    shell writes the same batch again until it lands, then commits once."""
+    import asyncio
+
+    from pipeline.stream.batch import deliver_until_done
+
+    topic = Topic(messages(stream(), per_message=10))
+    core = topic.core(detector())
+    fails = {"state": 1, "store": 1}
+    real_state, real_store = topic.out.state, topic.out.store
+
+    async def state(key, value):
+        if fails["state"]:
+            fails["state"] -= 1
+            raise Flaky("state")
+        await real_state(key, value)
+
+    async def store(d):
+        if fails["store"]:
+            fails["store"] -= 1
+            raise Flaky("store")
+        await real_store(d)
+
+    topic.out.state, topic.out.store = state, store
+    topic.out.batch = 1
+    batch = core.run(topic.records)
+    asyncio.run(deliver_until_done(batch, topic.out, pause_s=0.01))
+    assert fails == {"state": 0, "store": 0}
+    # written twice (the state write failed after the store), under one dedup token: the
+    # sink keeps one copy
+    assert {e.event_id for e in topic.out.stored_events} == {e.event_id for e in stream()}
+    assert {d.dedup for d in topic.out.stored} == {batch.dedup}
+    assert learned(topic) == {b"t1": 130, b"t2": 30}
+    assert topic.out.commits == [{0: max(r.offset for r in topic.records) + 1}]

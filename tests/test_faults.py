@@ -173,6 +173,21 @@ def stored(w) -> int:
         return -1
 
 
+def missing(w, events: list[dict], kill_ts: list[int]) -> str:
+    """Which events were never stored, by tenant, and where they sit against the kills
+    (what to read first when a scenario loses events)."""
+    have = {e for (e,) in query(w, "SELECT DISTINCT event_id FROM coverwatch.events")}
+    gone = [e for e in events if e["event_id"] not in have]
+    by_tenant = Counter(e["tenant_id"] for e in gone)
+    lines = [f"{len(gone)} events never stored; kills after event times {kill_ts}"]
+    for tenant, n in by_tenant.most_common(12):
+        mine = [e["ts"] for e in events if e["tenant_id"] == tenant]
+        lost = sorted(e["ts"] for e in gone if e["tenant_id"] == tenant)
+        lines.append(f"  {tenant}: {n} of {len(mine)} lost, event times {lost[0]}..{lost[-1]}, "
+                     f"kills before the first lost: {sum(k < lost[0] for k in kill_ts)}")
+    return "\n".join(lines)
+
+
 @contextlib.contextmanager
 def cpu_hog():
     """A process spinning on one core beside the worker (ended by its own pid)."""
@@ -209,7 +224,10 @@ def sigkill_scenario(fault_kafka, tmp_path, stream, name: str, **extra) -> None:
             w.stop(signal.SIGKILL)
             w.start()    # returns once the new consumers own every partition again
         t.join()
-        c = settle(w, len(raw))
+        try:
+            c = settle(w, len(raw))
+        except TimeoutError as exc:
+            raise TimeoutError(f"{missing(w, events, kill_ts)}\n{exc}") from None
         fired = query(w, "SELECT tenant_id, toUnixTimestamp64Milli(ts), events_seen "
                          "FROM coverwatch.alerts FINAL WHERE length(related_tenants) = 0")
     finally:

@@ -34,8 +34,8 @@ from pipeline.kafka_options import bootstrap, faust_credentials
 from pipeline.process import PromptVectors
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import token
-from pipeline.stream.batch import (BatchCore, Detected, Record, deliver, groups, keyed_logs,
-                                   offset_ranges)
+from pipeline.stream.batch import (BatchCore, Detected, Record, deliver_until_done, groups,
+                                   keyed_logs, offset_ranges)
 from pipeline.stream.changelog import ebb
 from pipeline.stream.checkpoint import CheckpointTopic
 from pipeline.stream.keyed import KeyedSource, check_partitions
@@ -214,7 +214,7 @@ def create_app(settings: Settings) -> faust.App:
         default agent and the keyed source both run their batches through this)."""
         t0 = time.perf_counter()
         detected = await asyncio.get_running_loop().run_in_executor(cpu_thread, core.run, recs)
-        await deliver(detected, out)
+        await deliver_until_done(detected, out)
         # the batch's table writes wait in the producer's buffer: bound it
         metrics.changelog_pending = await ebb(app.producer.buffer, s.changelog_pending)
         checkpoints.cover(source.get_topic_name(), offset_ranges(recs))

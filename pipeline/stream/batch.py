@@ -19,6 +19,8 @@ rules that make delivery at-least-once without double learning live here, where
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -33,6 +35,8 @@ from pipeline.sinks.clickhouse import token
 from pipeline.stream.codec import decode_batch, partition_for
 from pipeline.stream.repartition import dlq_record
 from pipeline.stream.state import Checkpoints
+
+log = logging.getLogger("coverwatch.worker")
 
 Dead = tuple[bytes | None, bytes]   # (key, dead-letter record)
 
@@ -238,3 +242,27 @@ async def deliver(batch: Detected, out: Outputs) -> None:
     for s in batch.summaries:
         await out.summary(s)
     await out.commit(batch.offsets)
+
+
+async def deliver_until_done(batch: Detected, out: Outputs, pause_s: float = 1.0,
+                             max_pause_s: float = 30.0) -> None:
+    """:func:`deliver`, again and again until every write of the batch went through.
+
+    A batch is detected once: its tenants have learned it and its event ids are marked
+    seen, so the only safe way past a failed write (a broker leader moving after a
+    restart, a full producer queue) is to write the same batch again; every write is
+    idempotent. Letting the failure out would end the agent's ``take_events`` loop, whose
+    clean-up acknowledges the whole Faust batch, detected or not: those events would be
+    committed and never stored (the suspected cause of a CI fault run in which a restarted
+    worker never stored 427 events; not reproduced in 7 runs since)."""
+    while True:
+        try:
+            await deliver(batch, out)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - retried, never dropped
+            log.exception("writing a detected batch failed; writing it again in %.1f s",
+                          pause_s)
+            await asyncio.sleep(pause_s)
+            pause_s = min(2 * pause_s, max_pause_s)
