@@ -40,12 +40,17 @@ class Crash(Exception):
     """The worker dies here (raised by :class:`Captured` at the step it was told)."""
 
 
+class Flaky(Exception):
+    """A write that fails and would succeed if tried again (a broker leader moving)."""
+
+
 @dataclass
 class Captured:
     """:class:`pipeline.stream.batch.Outputs` into lists. ``steps`` is every write in order
     as ``(step, batch number)``; ``crash_before`` names a step (``"store"``, ``"alert"``,
     ``"state"``, ``"summary"``, ``"commit"``) at which the first batch numbered
-    ``crash_from`` or later to reach it dies."""
+    ``crash_from`` or later to reach it dies. ``flaky`` maps a step to how many times it
+    fails (:class:`Flaky`) before it succeeds, the worker living on."""
 
     table: dict = field(default_factory=dict)          # the tenant-state table
     dead: list[tuple[bytes | None, bytes]] = field(default_factory=list)
@@ -57,12 +62,16 @@ class Captured:
     steps: list[tuple[str, int]] = field(default_factory=list)
     crash_before: str | None = None
     crash_from: int = 1
+    flaky: dict[str, int] = field(default_factory=dict)
     batch: int = 0
 
     def _step(self, name: str) -> None:
         if name == self.crash_before and self.batch >= self.crash_from:
             self.crash_before = None
             raise Crash(name)
+        if self.flaky.get(name):
+            self.flaky[name] -= 1
+            raise Flaky(name)
         self.steps.append((name, self.batch))
 
     @property
