@@ -33,6 +33,7 @@ from pipeline.simulate.traffic import generate
 from pipeline.stream.repartition import DLQ_ORIGINAL_MAX
 
 from pipeline.testing.evidence import Evidence
+from pipeline.testing.lost import where_lost
 from pipeline.testing.worker import status_kb
 from tests.conftest import consume_all, make_worker, query, raw_counts
 
@@ -151,9 +152,16 @@ def wait_processed(w, n: int, timeout: float = 240) -> None:
     raise TimeoutError(f"only {got} of {n} events stored\n{w.tail()}")
 
 
-def settle(w, n: int, timeout: float = 300) -> dict:
-    """Wait until ``n`` distinct events are stored, let stragglers land, then count."""
-    wait_processed(w, n, timeout=timeout)
+def settle(w, n: int, timeout: float = 300, raw: list[bytes] | None = None,
+           kill_ts: list[int] = ()) -> dict:
+    """Wait until ``n`` distinct events are stored, let stragglers land, then count; on a
+    timeout with the scenario's ``raw`` lines, say which events were lost and where."""
+    try:
+        wait_processed(w, n, timeout=timeout)
+    except TimeoutError as exc:
+        if raw is None:
+            raise
+        raise TimeoutError(f"{lost_report(w, raw, kill_ts)}\n{exc}") from None
     time.sleep(3)
     return counts(w)
 
@@ -173,11 +181,20 @@ def stored(w) -> int:
         return -1
 
 
-def missing(w, events: list[dict], kill_ts: list[int]) -> str:
-    """Which events were never stored, by tenant, and where they sit against the kills
-    (what to read first when a scenario loses events)."""
+def lost_report(w, raw: list[bytes], kill_ts: list[int] = ()) -> str:
+    """Which events were never stored, by tenant, against the kills, where each hop left
+    them (:func:`pipeline.testing.lost.where_lost`), and the worker's drop counters: what
+    to read first when a scenario loses events."""
+    events = [orjson.loads(m) for m in raw]
     have = {e for (e,) in query(w, "SELECT DISTINCT event_id FROM coverwatch.events")}
     gone = [e for e in events if e["event_id"] not in have]
+    try:
+        m = w.metrics()
+        counters = {k: m.get(f"coverwatch_{k}_total") for k in (
+            "events_in", "events_detected", "duplicates", "redelivered_skipped",
+            "redelivered_stored")}
+    except OSError as exc:
+        counters = {"metrics": repr(exc)}
     by_tenant = Counter(e["tenant_id"] for e in gone)
     lines = [f"{len(gone)} events never stored; kills after event times {kill_ts}"]
     for tenant, n in by_tenant.most_common(12):
@@ -185,6 +202,8 @@ def missing(w, events: list[dict], kill_ts: list[int]) -> str:
         lost = sorted(e["ts"] for e in gone if e["tenant_id"] == tenant)
         lines.append(f"  {tenant}: {n} of {len(mine)} lost, event times {lost[0]}..{lost[-1]}, "
                      f"kills before the first lost: {sum(k < lost[0] for k in kill_ts)}")
+    lines.append(f"worker counters (this process): {counters}")
+    lines.append(where_lost(w.settings, {e["event_id"] for e in gone}))
     return "\n".join(lines)
 
 
@@ -224,10 +243,7 @@ def sigkill_scenario(fault_kafka, tmp_path, stream, name: str, **extra) -> None:
             w.stop(signal.SIGKILL)
             w.start()    # returns once the new consumers own every partition again
         t.join()
-        try:
-            c = settle(w, len(raw))
-        except TimeoutError as exc:
-            raise TimeoutError(f"{missing(w, events, kill_ts)}\n{exc}") from None
+        c = settle(w, len(raw), raw=raw, kill_ts=kill_ts)
         fired = query(w, "SELECT tenant_id, toUnixTimestamp64Milli(ts), events_seen "
                          "FROM coverwatch.alerts FINAL WHERE length(related_tenants) = 0")
     finally:
@@ -290,7 +306,7 @@ def test_restart_on_a_fresh_data_dir(fault_kafka, tmp_path, stream):
         restored = [line for line in w.log_since_start().splitlines()
                     if "restored CoverwatchDetector from topic" in line]
         t.join()
-        c = settle(w, len(raw))
+        c = settle(w, len(raw), raw=raw)
         left_out = w.metrics().get("coverwatch_redelivered_stored_total", 0)
     finally:
         w.stop(signal.SIGKILL)
@@ -369,7 +385,7 @@ def test_hostile_queries_during_load(fault_kafka, tmp_path, stream):
         for a in attackers:
             a.join(60)
         t.join()
-        c = settle(w, len(raw))
+        c = settle(w, len(raw), raw=raw)
     finally:
         stop.set()
         w.stop(signal.SIGKILL)
@@ -397,7 +413,7 @@ def test_broker_outage(fault_kafka, tmp_path, stream):
         fault_kafka.restart()
         t = paced_produce(w.settings, raw[len(raw) // 2:], 10)
         t.join()
-        c = settle(w, len(raw))
+        c = settle(w, len(raw), raw=raw)
     finally:
         w.stop(signal.SIGKILL)
     assert c["events"] == len(raw)
@@ -424,7 +440,7 @@ def test_clickhouse_outage(fault_kafka, tmp_path, stream):
     fault.unlink()
     try:
         t.join()
-        c = settle(w, len(raw))
+        c = settle(w, len(raw), raw=raw)
     finally:
         w.stop(signal.SIGKILL)
     assert behind > 30, "the sink-behind metric did not show the outage"

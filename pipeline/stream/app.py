@@ -220,6 +220,9 @@ def create_app(settings: Settings) -> faust.App:
         checkpoints.cover(source.get_topic_name(), offset_ranges(recs))
         if keyed:
             metrics.events_in += len(recs)
+        if detected.skipped:
+            log.info("%d re-delivered events skipped, already learned by their tenants' state "
+                     "(%s)", detected.skipped, offset_ranges(recs))
         metrics.replayed_skipped += detected.skipped
         metrics.events_detected += len(detected.kept)
         metrics.duplicates = processor.duplicates

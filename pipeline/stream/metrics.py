@@ -128,9 +128,10 @@ class Metrics:
 
     def log(self, logger) -> None:
         logger.info("in=%d dlq=%d detected=%d tenants=%d alerts=%d sink_behind=%.1fs "
-                    "since_stored=%.0fs", self.events_in, self.dlq, self.events_detected,
-                    self.tenants, sum(self.alerts.values()), self.sink_behind_s,
-                    self.since_stored)
+                    "since_stored=%.0fs dup=%d skipped=%d left_out=%d", self.events_in,
+                    self.dlq, self.events_detected, self.tenants, sum(self.alerts.values()),
+                    self.sink_behind_s, self.since_stored, self.duplicates,
+                    self.replayed_skipped, self.redelivered_stored)
 
 
 class _Collector:
