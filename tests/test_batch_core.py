@@ -12,7 +12,7 @@ import pytest
 from pipeline.contracts.events import Event
 from pipeline.detect.burst import BurstDetector
 from pipeline.adapters import native
-from pipeline.stream.batch import Record, keyed_logs
+from pipeline.stream.batch import Continuity, Record, keyed_logs
 from pipeline.stream.codec import partition_for
 from pipeline.testing.batches import Crash, Topic, messages
 
@@ -183,3 +183,24 @@ def test_a_failed_write_after_detection_is_written_again_not_dropped():
     assert {d.dedup for d in topic.out.stored} == {batch.dedup}
     assert learned(topic) == {b"t1": 130, b"t2": 30}
     assert topic.out.commits == [{0: max(r.offset for r in topic.records) + 1}]
+
+
+def test_continuity_holds_a_partition_back_until_its_skipped_records_come_back():
+    c = Continuity()
+    c.start({0: 10, 1: 0})
+    admitted, rewind = c.admit([Record(0, 12, b""), Record(1, 0, b""), Record(0, 13, b"")])
+    assert [(r.partition, r.offset) for r in admitted] == [(1, 0)] and rewind == {0: 10}
+    admitted, rewind = c.admit([Record(0, 10, b""), Record(0, 11, b""), Record(0, 12, b"")])
+    assert [r.offset for r in admitted] == [10, 11, 12] and rewind == {}
+    c.forget({0})
+    assert c.admit([Record(0, 40, b"")])[1] == {}     # a new assignment without a reference
+
+
+def test_continuity_gives_up_on_records_that_never_come_back():
+    c = Continuity()
+    c.start({0: 5})
+    for _ in range(Continuity.MAX_REWINDS):
+        assert c.admit([Record(0, 9, b"")]) == ([], {0: 5})
+    admitted, rewind = c.admit([Record(0, 9, b"")])
+    assert [r.offset for r in admitted] == [9] and rewind == {}
+    assert c.given_up == [(0, 5, 8)]

@@ -26,16 +26,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import faust
 import orjson
+from faust.types import TP
 
 from pipeline import build
 from pipeline.contracts.alerts import Alert
 from pipeline.detect import DETECTOR_VERSION
+from pipeline.kafka_io import committed_offsets
 from pipeline.kafka_options import bootstrap, faust_credentials
 from pipeline.process import PromptVectors
 from pipeline.settings import Settings
 from pipeline.sinks.clickhouse import token
-from pipeline.stream.batch import (BatchCore, Detected, Record, deliver_until_done, groups,
-                                   keyed_logs, offset_ranges)
+from pipeline.stream.batch import (BatchCore, Continuity, Detected, Record, deliver_until_done,
+                                   groups, keyed_logs, offset_ranges)
 from pipeline.stream.changelog import ebb
 from pipeline.stream.checkpoint import CheckpointTopic
 from pipeline.stream.keyed import KeyedSource, check_partitions
@@ -241,9 +243,27 @@ def create_app(settings: Settings) -> faust.App:
         await app.producer._ensure_producer().client._wait_on_metadata(
             state.changelog_topic.get_topic_name())
 
+    continuity = Continuity()   # records Faust's consumer skipped are read again
+
+    async def in_order(recs: list[Record]) -> list[Record]:
+        """The batch's records that continue their partitions; a partition with records
+        skipped before them is rewound (:class:`Continuity`)."""
+        admitted, rewind = continuity.admit(recs)
+        for p, offset in rewind.items():
+            log.warning("internal topic partition %d: records from offset %d never reached "
+                        "the detect agent; reading them again", p, offset)
+            await app.consumer.seek(TP(source.get_topic_name(), p), offset)
+        for p, first, last in continuity.given_up:
+            log.error("internal topic partition %d: offsets %d..%d never came back after %d "
+                      "rewinds (deleted by retention?); going on without them", p, first,
+                      last, Continuity.MAX_REWINDS)
+        continuity.given_up.clear()
+        return admitted
+
     def forget(partitions: set[int]) -> None:
         checkpoints.forget_partitions(partitions)
         guard.revoked(partitions)
+        continuity.forget(partitions)
 
     keyed_source = KeyedSource(s, app, detect_group, forget,
                                after_poll=save_globals) if keyed else None
@@ -259,9 +279,10 @@ def create_app(settings: Settings) -> faust.App:
         async def detect(stream):
             await table_metadata()
             async for batch in stream.take_events(s.stream_buffer, within=s.sink_within_s):
+                admitted = await in_order(records(batch))
                 # in groups of bounded size, so a backlog's batch of new tenants stays under
                 # the ceiling (a crash between groups re-delivers a stored prefix: the guard)
-                for recs in groups(records(batch)):
+                for recs in groups(admitted):
                     await detect_group(recs)
                 await save_globals()
 
@@ -302,6 +323,16 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs):
+        if not keyed:
+            # where this assignment must resume each internal partition, read before the
+            # recovery seeks and resumes them (what Continuity checks the records against)
+            ours = source.get_topic_name()
+            mine = sorted(tp.partition for tp in assigned if tp.topic == ours)
+            try:
+                continuity.start(await asyncio.get_running_loop().run_in_executor(
+                    None, committed_offsets, s, s.app_id, ours, mine))
+            except Exception:  # noqa: BLE001 - then the first record read is the reference
+                log.exception("could not read the committed offsets of %s", ours)
         owns = any(tp.topic == summaries.get_topic_name() for tp in assigned)
         if stage is not None and owns and not stage_owned[0]:
             await asyncio.get_running_loop().run_in_executor(

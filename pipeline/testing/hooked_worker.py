@@ -19,6 +19,9 @@ after installing the hooks the environment asks for. Production code has none of
   ``N`` or more landed: before that batch's tenant state and offsets reach Kafka, the
   moment a re-delivery repeats stored events. (Rows, not inserts: a loaded worker takes
   larger batches, and a count of inserts was not reached in one run with a CPU hog.)
+- ``COVERWATCH_TEST_SKIP_RECORD=P:O``: the internal topic's record at partition ``P``,
+  offset ``O`` does not reach the detect agent the first time it is read, as Faust's
+  consumer can skip records around a rebalance (``pipeline.stream.batch.Continuity``).
 """
 from __future__ import annotations
 
@@ -84,6 +87,23 @@ def install_hooks(env=None) -> None:
                             table, dedup)
                 raise ConnectionError("test hook: acknowledgement lost after the insert")
         ch.ClickHouseSink._insert = _insert
+    skip = env.get("COVERWATCH_TEST_SKIP_RECORD")
+    if skip:
+        from pipeline.stream import app as worker_app
+        read = worker_app.records
+        where = tuple(map(int, skip.split(":")))
+        skipped = [False]
+
+        def records(batch):
+            out = read(batch)
+            if skipped[0]:
+                return out
+            kept = [r for r in out if (r.partition, r.offset) != where]
+            if len(kept) < len(out):
+                skipped[0] = True
+                log.warning("test hook: internal record %d:%d skipped once", *where)
+            return kept
+        worker_app.records = records
     kill_at = env.get("COVERWATCH_TEST_KILL_AFTER_ROWS")
     if kill_at:
         n, marker = kill_at.split(":", 1)
