@@ -321,18 +321,23 @@ def create_app(settings: Settings) -> faust.App:
             await asyncio.get_running_loop().run_in_executor(
                 cpu_thread, checkpoints.hand_over, "campaigns.bin")
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(app, assigned, **kwargs):
-        if not keyed:
-            # where this assignment must resume each internal partition, read before the
-            # recovery seeks and resumes them (what Continuity checks the records against)
+    if not keyed:
+        @app.on_rebalance_complete.connect
+        async def on_recovered(app, **kwargs):
+            """Where this assignment resumes each internal partition (what Continuity checks
+            records against), read while the recovery waits for this signal, before it
+            resumes and seeks the stream partitions: no record of the new assignment is
+            detected before."""
             ours = source.get_topic_name()
-            mine = sorted(tp.partition for tp in assigned if tp.topic == ours)
+            mine = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == ours)
             try:
                 continuity.start(await asyncio.get_running_loop().run_in_executor(
                     None, committed_offsets, s, s.app_id, ours, mine))
             except Exception:  # noqa: BLE001 - then the first record read is the reference
                 log.exception("could not read the committed offsets of %s", ours)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app, assigned, **kwargs):
         owns = any(tp.topic == summaries.get_topic_name() for tp in assigned)
         if stage is not None and owns and not stage_owned[0]:
             await asyncio.get_running_loop().run_in_executor(
