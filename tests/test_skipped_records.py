@@ -51,3 +51,22 @@ def test_a_record_the_consumer_skipped_is_read_again(worker_factory):
     assert "never reached the detect agent; reading them again" in log
     c = raw_counts(lambda sql: query(w, sql))
     assert c["event_rows"] == sent and c["duplicates"] == 0, c
+
+
+def test_a_skipped_record_with_nothing_after_it_is_read_again(worker_factory):
+    """The skipped record is its partition's only one: no later record shows a gap, so the
+    worker notices that partition sits below its high watermark with nothing coming."""
+    w = worker_factory(COVERWATCH_DETECTOR="burst", COVERWATCH_EMBEDDER="none",
+                       COVERWATCH_TEST_STOP_MERGES="1",
+                       COVERWATCH_TEST_SKIP_RECORD="0:0").start()
+    lines = [orjson.dumps({"event_id": f"s-{t}-{i}", "tenant_id": f"tenant-{t}",
+                           "ts": T0 + i * 500, "prompt": f"question {i}"})
+             for t in range(16) for i in range(4)]
+    sent = produce_lines(lines, w.settings, w.settings.topic_logs)
+    got = wait_stored(w, sent)
+    log = w.log_since_start()
+    assert "test hook: internal record 0:0 skipped once" in log, w.tail()
+    assert got == sent, (got, sent, w.tail())
+    assert "reading them again" in log
+    c = raw_counts(lambda sql: query(w, sql))
+    assert c["event_rows"] == sent and c["duplicates"] == 0, c

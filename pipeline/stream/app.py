@@ -244,6 +244,7 @@ def create_app(settings: Settings) -> faust.App:
             state.changelog_topic.get_topic_name())
 
     continuity = Continuity()   # records Faust's consumer skipped are read again
+    detecting = [False]         # a batch is in the agent (a partition behind is not stalled)
 
     async def in_order(recs: list[Record]) -> list[Record]:
         """The batch's records that continue their partitions; a partition with records
@@ -279,12 +280,14 @@ def create_app(settings: Settings) -> faust.App:
         async def detect(stream):
             await table_metadata()
             async for batch in stream.take_events(s.stream_buffer, within=s.sink_within_s):
+                detecting[0] = True
                 admitted = await in_order(records(batch))
                 # in groups of bounded size, so a backlog's batch of new tenants stays under
                 # the ceiling (a crash between groups re-delivers a stored prefix: the guard)
                 for recs in groups(admitted):
                     await detect_group(recs)
                 await save_globals()
+                detecting[0] = False
 
     @app.agent(summaries)
     async def campaigns(stream):
@@ -347,6 +350,16 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(interval=10.0)
     async def report():
         metrics.log(log)
+        if not keyed:
+            # skipped records with none after them: behind the high watermark, not coming
+            topic = source.get_topic_name()
+            hw = {} if detecting[0] else {
+                p: app.consumer.highwater(TP(topic, p)) or 0 for p in continuity.next}
+            for p, offset in continuity.stalled(hw).items():
+                log.warning("internal topic partition %d: records from offset %d below the "
+                            "high watermark %d never came; reading them again", p, offset,
+                            hw[p])
+                await app.consumer.seek(TP(topic, p), offset)
 
     async def refresh():
         metrics.sink_behind_s = sink.behind_s

@@ -143,6 +143,7 @@ class Continuity:
         self.next: dict[int, int] = {}
         self._rewinds: dict[int, tuple[int, int]] = {}   # partition -> (offset, times)
         self.given_up: list[tuple[int, int, int]] = []   # (partition, missing from, to): log
+        self._waiting: dict[int, int] = {}               # partition -> next, behind its HW
 
     def start(self, offsets: dict[int, int]) -> None:
         """The next offsets to expect for newly assigned partitions."""
@@ -172,6 +173,21 @@ class Continuity:
                 self.next[p] = r.offset + 1
                 self._rewinds.pop(p, None)
         return admitted, rewind
+
+    def stalled(self, highwaters: dict[int, int]) -> dict[int, int]:
+        """Partitions to rewind because records below their high watermark have not
+        come since the previous call, with nothing else of theirs to reveal the gap (the
+        skipped records were the last ones sent). Call it every few seconds.
+
+        >>> c = Continuity(); c.start({0: 7, 1: 3})
+        >>> c.stalled({0: 9, 1: 3}), c.stalled({0: 9, 1: 3})
+        ({}, {0: 7})
+        """
+        out = {p: want for p, want in self.next.items()
+               if highwaters.get(p, 0) > want and self._waiting.get(p) == want}
+        self._waiting = {p: want for p, want in self.next.items()
+                         if highwaters.get(p, 0) > want}
+        return out
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions that left this worker."""
