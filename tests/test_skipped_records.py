@@ -20,14 +20,21 @@ pytestmark = pytest.mark.integration
 T0 = 1772366400000  # 2026-03-01T12:00:00Z
 
 
-def wait_stored(w, n: int, timeout: float = 120) -> int:
+def stored_once(w, sent: int, skipped: str, timeout: float = 120) -> str:
+    """Wait for ``sent`` events; check the hook skipped its record and every event was
+    stored exactly once (raw rows). Returns the worker's log."""
     deadline, got = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
         (got,), = query(w, "SELECT uniqExact(event_id) FROM coverwatch.events")
-        if got >= n:
-            return got
+        if got >= sent:
+            break
         time.sleep(1)
-    return got
+    log = w.log_since_start()
+    assert f"test hook: internal record {skipped} skipped once" in log, w.tail()
+    assert got == sent, (got, sent, w.tail())
+    c = raw_counts(lambda sql: query(w, sql))
+    assert c["event_rows"] == sent and c["duplicates"] == 0, c
+    return log
 
 
 def test_a_record_the_consumer_skipped_is_read_again(worker_factory):
@@ -44,13 +51,8 @@ def test_a_record_the_consumer_skipped_is_read_again(worker_factory):
                  for t in range(16) for i in range(10)]
         sent += produce_lines(lines, w.settings, w.settings.topic_logs)
         time.sleep(3)
-    got = wait_stored(w, sent)
-    log = w.log_since_start()
-    assert "test hook: internal record 0:1 skipped once" in log, w.tail()
-    assert got == sent, (got, sent, w.tail())
+    log = stored_once(w, sent, "0:1")
     assert "never reached the detect agent; reading them again" in log
-    c = raw_counts(lambda sql: query(w, sql))
-    assert c["event_rows"] == sent and c["duplicates"] == 0, c
 
 
 def test_a_skipped_record_with_nothing_after_it_is_read_again(worker_factory):
@@ -63,10 +65,4 @@ def test_a_skipped_record_with_nothing_after_it_is_read_again(worker_factory):
                            "ts": T0 + i * 500, "prompt": f"question {i}"})
              for t in range(16) for i in range(4)]
     sent = produce_lines(lines, w.settings, w.settings.topic_logs)
-    got = wait_stored(w, sent)
-    log = w.log_since_start()
-    assert "test hook: internal record 0:0 skipped once" in log, w.tail()
-    assert got == sent, (got, sent, w.tail())
-    assert "reading them again" in log
-    c = raw_counts(lambda sql: query(w, sql))
-    assert c["event_rows"] == sent and c["duplicates"] == 0, c
+    assert "reading them again" in stored_once(w, sent, "0:0")
