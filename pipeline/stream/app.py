@@ -353,8 +353,11 @@ def create_app(settings: Settings) -> faust.App:
         if not keyed:
             # skipped records with none after them: behind the high watermark, not coming
             topic = source.get_topic_name()
-            hw = {} if detecting[0] else {
-                p: app.consumer.highwater(TP(topic, p)) or 0 for p in continuity.next}
+            try:
+                hw = {} if detecting[0] else {
+                    p: app.consumer.highwater(TP(topic, p)) or 0 for p in continuity.next}
+            except Exception:  # noqa: BLE001 - mid-rebalance: look again at the next tick
+                hw = {}
             for p, offset in continuity.stalled(hw).items():
                 log.warning("internal topic partition %d: records from offset %d below the "
                             "high watermark %d never came; reading them again", p, offset,
