@@ -351,18 +351,21 @@ def create_app(settings: Settings) -> faust.App:
     async def report():
         metrics.log(log)
         if not keyed:
-            # skipped records with none after them: behind the high watermark, not coming
-            topic = source.get_topic_name()
             try:
-                hw = {} if detecting[0] else {
-                    p: app.consumer.highwater(TP(topic, p)) or 0 for p in continuity.next}
+                await rewind_stalled()
             except Exception:  # noqa: BLE001 - mid-rebalance: look again at the next tick
-                hw = {}
-            for p, offset in continuity.stalled(hw).items():
-                log.warning("internal topic partition %d: records from offset %d below the "
-                            "high watermark %d never came; reading them again", p, offset,
-                            hw[p])
-                await app.consumer.seek(TP(topic, p), offset)
+                log.debug("stalled-partition check skipped", exc_info=True)
+
+    async def rewind_stalled() -> None:
+        """Skipped records with none after them: a partition behind its high watermark
+        with nothing coming while the agent waits (:meth:`Continuity.stalled`)."""
+        topic = source.get_topic_name()
+        hw = {} if detecting[0] else {
+            p: app.consumer.highwater(TP(topic, p)) or 0 for p in continuity.next}
+        for p, offset in continuity.stalled(hw).items():
+            log.warning("internal topic partition %d: records from offset %d below the high "
+                        "watermark %d never came; reading them again", p, offset, hw[p])
+            await app.consumer.seek(TP(topic, p), offset)
 
     async def refresh():
         metrics.sink_behind_s = sink.behind_s
