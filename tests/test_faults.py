@@ -192,7 +192,7 @@ def lost_report(w, raw: list[bytes], kill_ts: list[int] = ()) -> str:
         m = w.metrics()
         counters = {k: m.get(f"coverwatch_{k}_total") for k in (
             "events_in", "events_detected", "duplicates", "redelivered_skipped",
-            "redelivered_stored")}
+            "redelivered_stored", "partition_rewinds")}
     except OSError as exc:
         counters = {"metrics": repr(exc)}
     by_tenant = Counter(e["tenant_id"] for e in gone)

@@ -34,6 +34,7 @@ def stored_once(w, sent: int, skipped: str, timeout: float = 120) -> str:
     assert got == sent, (got, sent, w.tail())
     c = raw_counts(lambda sql: query(w, sql))
     assert c["event_rows"] == sent and c["duplicates"] == 0, c
+    assert w.metrics()["coverwatch_partition_rewinds_total"] >= 1
     return log
 
 

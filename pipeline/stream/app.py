@@ -254,6 +254,7 @@ def create_app(settings: Settings) -> faust.App:
             log.warning("internal topic partition %d: records from offset %d never reached "
                         "the detect agent; reading them again", p, offset)
             await app.consumer.seek(TP(source.get_topic_name(), p), offset)
+            metrics.rewinds += 1
         for p, first, last in continuity.given_up:
             log.error("internal topic partition %d: offsets %d..%d never came back after %d "
                       "rewinds (deleted by retention?); going on without them", p, first,
@@ -366,6 +367,7 @@ def create_app(settings: Settings) -> faust.App:
             log.warning("internal topic partition %d: records from offset %d below the high "
                         "watermark %d never came; reading them again", p, offset, hw[p])
             await app.consumer.seek(TP(topic, p), offset)
+            metrics.rewinds += 1
 
     async def refresh():
         metrics.sink_behind_s = sink.behind_s

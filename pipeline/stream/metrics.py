@@ -63,6 +63,7 @@ class Metrics:
         self.duplicates = 0
         self.replayed_skipped = 0
         self.redelivered_stored = 0
+        self.rewinds = 0
         self.tenants = 0
         self.sink_behind_s = 0.0
         self.batch_seconds = 0.0
@@ -151,6 +152,8 @@ class _Collector:
                  "Re-delivered events the tenant state had already learned."),
                 ("redelivered_stored", m.redelivered_stored,
                  "Re-delivered events found already stored, left out of the insert."),
+                ("partition_rewinds", m.rewinds,
+                 "Internal-topic partitions read again from records the consumer skipped."),
                 ("queries_refused", m.queries_refused,
                  "/query calls refused (unauthorised, not loopback, too many at once)."),
                 ("tenants_expired", m.tenants_expired,
