@@ -136,8 +136,10 @@ class Continuity:
     """
 
     # A partition rewound this many times in a row to the same offset gives up waiting
-    # (the records are gone, e.g. deleted by retention) and goes on from what it gets.
-    MAX_REWINDS = 50
+    # (the records are gone, e.g. deleted by retention) and goes on from what it gets. Each
+    # batch of records read ahead before a rewind is held back and rewinds again: one poll
+    # of 500 records in batches of 16 is 32 rewinds before the records come again.
+    MAX_REWINDS = 500
 
     def __init__(self):
         self.next: dict[int, int] = {}
@@ -194,6 +196,7 @@ class Continuity:
         for p in partitions:
             self.next.pop(p, None)
             self._rewinds.pop(p, None)
+            self._waiting.pop(p, None)
 
 
 def offset_ranges(records: Sequence[Record]) -> list[tuple[int, int, int]]:
