@@ -13,7 +13,11 @@ scaled rule scores, and reports:
 - the same with every tenant's first window left unjudged (per attack family too): a proxy for an attacker that
   spends its first window on ordinary queries before it sweeps, and for a worker started on
   a gateway whose tenants it meets mid-life (both are ways round a first-window judgement;
-  the proxy keeps the sweep's own later windows, so it is an estimate, not the attack run).
+  the proxy keeps the sweep's own later windows, so it is an estimate, not the attack run);
+- with ``--cusum K,H,HI`` (repeatable), the alerts a CUSUM over each tenant's window scores
+  would raise instead of one window at 1: the running sum of (score - K), floored at 0,
+  reaching H, or one window reaching HI. Broad chat products' first windows score like a
+  sweep's; their later windows fall well below, a sweep's stay near 1 (issue 14).
 """
 from __future__ import annotations
 
@@ -38,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits", default="calib,report")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/results/alert_age.json")
+    parser.add_argument("--cusum", action="append", default=[], metavar="K,H,HI",
+                        help="also tally a CUSUM over window scores (repeatable)")
 
 
 def window_scores(split: str, mode: str, seed: int, sizes: dict, one_scale: bool = False):
@@ -69,19 +75,25 @@ def window_scores(split: str, mode: str, seed: int, sizes: dict, one_scale: bool
     return seq, traffic.labels
 
 
-def first_alert(windows: list, label: dict, skip_first: bool = False):
+def first_alert(windows: list, label: dict, skip_first: bool = False,
+                cusum: tuple[float, float, float] | None = None):
     """(window, rule index) of the tenant's first window with a rule at or above 1 (for an
-    attacker, after its attack started), or None."""
+    attacker, after its attack started), or None. ``cusum``: (K, H, HI), alert when the
+    running sum of (window score - K), floored at 0, reaches H or a window reaches HI."""
     start = label.get("attack_start_index") or 0
+    total = 0.0
     for k, seen, s in windows:
+        top = float(s.max())
+        if cusum is not None:
+            total = max(0.0, total + top - cusum[0])
         if (skip_first and k == 1) or (label["is_attack"] and seen <= start):
             continue
-        if s.max() >= 1.0:
+        if top >= 1.0 if cusum is None else (total >= cusum[1] or top >= cusum[2]):
             return k, int(s.argmax())
     return None
 
 
-def tally(seq: dict, labels: dict, skip_first: bool = False) -> dict:
+def tally(seq: dict, labels: dict, skip_first: bool = False, cusum=None) -> dict:
     from pipeline.detect.coverwatch import RULES
     out = {}
     for kind in ("ordinary", "attack"):
@@ -89,7 +101,7 @@ def tally(seq: dict, labels: dict, skip_first: bool = False) -> dict:
             lab["is_attack"] if kind == "attack" else not (lab["is_attack"] or lab["hard_negative"]))]
         by: Counter = Counter()
         for t in ts:
-            got = first_alert(seq[t], labels[t], skip_first)
+            got = first_alert(seq[t], labels[t], skip_first, cusum)
             if got:
                 age = next(name for hi, name in AGES if got[0] <= hi)
                 by[f"{age}:{RULES[got[1]][0]}"] += 1
@@ -121,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
                 result["runs"][f"{split}/{mode}/{name}"] = {
                     "all_windows": tally(seq, labels),
                     "first_window_unjudged": tally(seq, labels, True),
-                    "families_first_window_unjudged": families(seq, labels, True)}
+                    "families_first_window_unjudged": families(seq, labels, True),
+                    "cusum": {c: tally(seq, labels, cusum=tuple(map(float, c.split(","))))
+                              for c in ([] if one else args.cusum)}}
     result["seconds"] = round(time.monotonic() - t0, 1)
     md = markdown(result)
     save(args.out, result, md)
@@ -147,6 +161,14 @@ def markdown(result: dict) -> str:
         lines.append(f"| {name} | {_share(a['ordinary'])} | {by(a['ordinary'])} | "
                      f"{_share(a['attack'])} | {by(a['attack'])} | {_share(s['ordinary'])} | "
                      f"{_share(s['attack'])} |")
+    cusum = [(name, c, t) for name, r in result["runs"].items()
+             for c, t in r.get("cusum", {}).items()]
+    if cusum:
+        lines += ["", "A CUSUM over window scores (K, H, HI) instead of one window at 1:", "",
+                  "| split / mode | K,H,HI | ordinary benign flagged | attackers caught |",
+                  "|---|---|---:|---:|"]
+        lines += [f"| {name} | {c} | {_share(t['ordinary'])} | {_share(t['attack'])} |"
+                  for name, c, t in cusum]
     lines += ["", "Attack families caught with the first window unjudged:", ""]
     for name, r in result["runs"].items():
         fams = r["families_first_window_unjudged"]
