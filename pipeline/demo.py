@@ -100,8 +100,8 @@ def _produce(s: Settings, args, stop: threading.Event, state: dict) -> None:
     p = producer(s)
     past, events = demo_traffic(args.rate, args.mode, history_tenants=args.history_tenants)
     if past:
-        print(f"sent three past days of {args.history_tenants} benign tenants "
-              f"({len(past):,} events) so the population is warm", file=sys.stderr)
+        print(f"sending three past days of {len({e['tenant_id'] for e in past})} benign "
+              f"tenants ({len(past):,} events) so the population is warm", file=sys.stderr)
     for ev in past:
         raw = orjson.dumps(ev)
         p.send(s.topic_logs, value=raw, key=tenant_key(raw))
