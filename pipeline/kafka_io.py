@@ -58,18 +58,20 @@ def follow(s: Settings, topic: str, *, from_beginning: bool = False,
         c.close()
 
 
-def committed_offsets(s: Settings, group: str, topic: str, partitions: Iterable[int]
-                      ) -> dict[int, int]:
-    """Where ``group`` resumes each partition of ``topic``: its committed offset, or the
-    partition's first offset where it has none (or one retention has since deleted).
-    Read without joining the group."""
+def committed_offsets(s: Settings, group: str, topic: str,
+                      partitions: Iterable[int] | None = None) -> dict[int, int]:
+    """Where ``group`` resumes each partition of ``topic`` (all of them when
+    ``partitions`` is None): its committed offset, or the partition's first offset where it
+    has none (or one retention has since deleted). Read without joining the group."""
     from kafka import TopicPartition
-    tps = [TopicPartition(topic, p) for p in partitions]
-    if not tps:
-        return {}
     c = KafkaConsumer(**kafka_python_options(s), group_id=group, enable_auto_commit=False,
                       request_timeout_ms=15_000)
     try:
+        if partitions is None:
+            partitions = sorted(c.partitions_for_topic(topic) or ())
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return {}
         first = c.beginning_offsets(tps)
         return {tp.partition: max(c.committed(tp) or 0, first[tp]) for tp in tps}
     finally:

@@ -152,15 +152,12 @@ def wait_processed(w, n: int, timeout: float = 240) -> None:
     raise TimeoutError(f"only {got} of {n} events stored\n{w.tail()}")
 
 
-def settle(w, n: int, timeout: float = 300, raw: list[bytes] | None = None,
-           kill_ts: list[int] = ()) -> dict:
-    """Wait until ``n`` distinct events are stored, let stragglers land, then count; on a
-    timeout with the scenario's ``raw`` lines, say which events were lost and where."""
+def settle(w, raw: list[bytes], kill_ts: list[int] = (), timeout: float = 300) -> dict:
+    """Wait until every event of ``raw`` is stored, let stragglers land, then count; on a
+    timeout, say which events were lost and where."""
     try:
-        wait_processed(w, n, timeout=timeout)
+        wait_processed(w, len(raw), timeout=timeout)
     except TimeoutError as exc:
-        if raw is None:
-            raise
         raise TimeoutError(f"{lost_report(w, raw, kill_ts)}\n{exc}") from None
     time.sleep(3)
     return counts(w)
@@ -243,7 +240,7 @@ def sigkill_scenario(fault_kafka, tmp_path, stream, name: str, **extra) -> None:
             w.stop(signal.SIGKILL)
             w.start()    # returns once the new consumers own every partition again
         t.join()
-        c = settle(w, len(raw), raw=raw, kill_ts=kill_ts)
+        c = settle(w, raw, kill_ts)
         fired = query(w, "SELECT tenant_id, toUnixTimestamp64Milli(ts), events_seen "
                          "FROM coverwatch.alerts FINAL WHERE length(related_tenants) = 0")
     finally:
@@ -306,7 +303,7 @@ def test_restart_on_a_fresh_data_dir(fault_kafka, tmp_path, stream):
         restored = [line for line in w.log_since_start().splitlines()
                     if "restored CoverwatchDetector from topic" in line]
         t.join()
-        c = settle(w, len(raw), raw=raw)
+        c = settle(w, raw)
         left_out = w.metrics().get("coverwatch_redelivered_stored_total", 0)
     finally:
         w.stop(signal.SIGKILL)
@@ -385,7 +382,7 @@ def test_hostile_queries_during_load(fault_kafka, tmp_path, stream):
         for a in attackers:
             a.join(60)
         t.join()
-        c = settle(w, len(raw), raw=raw)
+        c = settle(w, raw)
     finally:
         stop.set()
         w.stop(signal.SIGKILL)
@@ -413,7 +410,7 @@ def test_broker_outage(fault_kafka, tmp_path, stream):
         fault_kafka.restart()
         t = paced_produce(w.settings, raw[len(raw) // 2:], 10)
         t.join()
-        c = settle(w, len(raw), raw=raw)
+        c = settle(w, raw)
     finally:
         w.stop(signal.SIGKILL)
     assert c["events"] == len(raw)
@@ -440,7 +437,7 @@ def test_clickhouse_outage(fault_kafka, tmp_path, stream):
     fault.unlink()
     try:
         t.join()
-        c = settle(w, len(raw), raw=raw)
+        c = settle(w, raw)
     finally:
         w.stop(signal.SIGKILL)
     assert behind > 30, "the sink-behind metric did not show the outage"

@@ -249,18 +249,22 @@ def create_app(settings: Settings) -> faust.App:
     async def in_order(recs: list[Record]) -> list[Record]:
         """The batch's records that continue their partitions; a partition with records
         skipped before them is rewound (:class:`Continuity`)."""
-        admitted, rewind = continuity.admit(recs)
-        for p, offset in rewind.items():
-            log.warning("internal topic partition %d: records from offset %d never reached "
-                        "the detect agent; reading them again", p, offset)
-            await app.consumer.seek(TP(source.get_topic_name(), p), offset)
-            metrics.rewinds += 1
+        admitted, rewinds = continuity.admit(recs)
+        for p, offset in rewinds.items():
+            await rewind(p, offset, "never reached the detect agent")
         for p, first, last in continuity.given_up:
             log.error("internal topic partition %d: offsets %d..%d never came back after %d "
                       "rewinds (deleted by retention?); going on without them", p, first,
                       last, Continuity.MAX_REWINDS)
         continuity.given_up.clear()
         return admitted
+
+    async def rewind(p: int, offset: int, why: str) -> None:
+        """Read an internal partition again from ``offset`` (records Faust skipped)."""
+        log.warning("internal topic partition %d: records from offset %d %s; reading them "
+                    "again", p, offset, why)
+        await app.consumer.seek(TP(source.get_topic_name(), p), offset)
+        metrics.rewinds += 1
 
     def forget(partitions: set[int]) -> None:
         checkpoints.forget_partitions(partitions)
@@ -364,10 +368,7 @@ def create_app(settings: Settings) -> faust.App:
         hw = {} if detecting[0] else {
             p: app.consumer.highwater(TP(topic, p)) or 0 for p in continuity.next}
         for p, offset in continuity.stalled(hw).items():
-            log.warning("internal topic partition %d: records from offset %d below the high "
-                        "watermark %d never came; reading them again", p, offset, hw[p])
-            await app.consumer.seek(TP(topic, p), offset)
-            metrics.rewinds += 1
+            await rewind(p, offset, f"below the high watermark {hw[p]} never came")
 
     async def refresh():
         metrics.sink_behind_s = sink.behind_s

@@ -2,7 +2,8 @@
 
 A fault scenario that loses events says only how many by default; this follows the lost
 events through each hop (api-logs -> ingest -> internal topic -> detect -> ClickHouse) and
-reports, per hop, where they sit against the consumer group's committed offset: an event
+reports, per hop, where they sit against where the consumer group resumes (its committed
+offset, :func:`pipeline.kafka_io.committed_offsets`): an event
 missing from the internal topic was lost by ingest; one sitting below the detect group's
 committed offset was acknowledged without being stored; one above it was never delivered.
 """
@@ -12,6 +13,7 @@ from collections import Counter, defaultdict
 
 import orjson
 
+from pipeline.kafka_io import committed_offsets
 from pipeline.settings import Settings
 from pipeline.stream.codec import decode_batch
 
@@ -36,19 +38,6 @@ def _read(s: Settings, topic: str):
         c.close()
 
 
-def _committed(s: Settings, group: str, topic: str) -> dict[int, int | None]:
-    """The group's committed offset per partition of ``topic`` (read, never joined)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    from pipeline.kafka_options import kafka_python_options
-    c = KafkaConsumer(**kafka_python_options(s), group_id=group, enable_auto_commit=False)
-    try:
-        return {p: c.committed(TopicPartition(topic, p))
-                for p in sorted(c.partitions_for_topic(topic) or ())}
-    finally:
-        c.close()
-
-
 def where_lost(s: Settings, gone: set[str]) -> str:
     """One report line per hop for the event ids in ``gone``."""
     if not gone:
@@ -63,7 +52,7 @@ def where_lost(s: Settings, gone: set[str]) -> str:
                 continue
             if eid in gone:
                 logs[p].append(off)
-        ingest = _committed(s, f"{s.app_id}-ingest", s.topic_logs)
+        ingest = committed_offsets(s, f"{s.app_id}-ingest", s.topic_logs)
         lines.append(f"api-logs: ingest committed {ingest}; lost events at "
                      + ", ".join(f"p{p} {min(o)}..{max(o)} ({len(o)})"
                                  for p, o in sorted(logs.items())))
@@ -73,7 +62,7 @@ def where_lost(s: Settings, gone: set[str]) -> str:
                 if e.event_id in gone:
                     internal[p].append(off)
                     copies[e.event_id] += 1
-        detect = _committed(s, s.app_id, s.topic_events)
+        detect = committed_offsets(s, s.app_id, s.topic_events)
         found = len(copies)
         lines.append(f"internal topic: {found} of {len(gone)} lost events present "
                      f"({sum(copies.values())} copies); detect committed {detect}; at "
