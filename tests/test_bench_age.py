@@ -32,3 +32,16 @@ def test_leaving_the_first_window_unjudged_drops_first_window_catches():
     assert full["attack"]["flagged"] == 2 and full["ordinary"]["flagged"] == 1
     assert full["attack"]["by_first_window"] == {"1:coverage": 1, "16+:coverage": 1}
     assert late["attack"]["flagged"] == 1 and late["ordinary"]["flagged"] == 0
+
+
+def test_a_policy_changes_which_window_alerts():
+    from pipeline.bench.alert_age import compare, parse_policy
+    seq = [w(1, 50, 0.0, 1.1), w(2, 100, 0.0, 0.7), w(3, 150, 0.0, 1.0)]
+    benign = {"is_attack": False, "hard_negative": False, "family": "chat_product"}
+    assert first_alert(seq, benign) == (1, 1)
+    assert first_alert(seq, benign, policy=parse_policy("first:1.2,1")) == (3, 1)
+    assert first_alert(seq, benign, policy=parse_policy("mean:2,0.9,1.2")) is None
+    out = compare({"a": seq, "b": [w(1, 50, 1.3)]},
+                  {"a": benign, "b": {"is_attack": True, "family": "broad_sweep"}},
+                  parse_policy("mean:2,0.9,1.2"))
+    assert out["ordinary_fpr"] == 0 and out["family_mean"] == 1 and out["hydra"] == 0

@@ -14,10 +14,12 @@ scaled rule scores, and reports:
   spends its first window on ordinary queries before it sweeps, and for a worker started on
   a gateway whose tenants it meets mid-life (both are ways round a first-window judgement;
   the proxy keeps the sweep's own later windows, so it is an estimate, not the attack run);
-- with ``--cusum K,H,HI`` (repeatable), the alerts a CUSUM over each tenant's window scores
-  would raise instead of one window at 1: the running sum of (score - K), floored at 0,
-  reaching H, or one window reaching HI. Broad chat products' first windows score like a
-  sweep's; their later windows fall well below, a sweep's stay near 1 (issue 14).
+- with ``--policy`` (repeatable), the alerts other decision rules over the same window
+  scores would raise instead of one window at 1 (:func:`parse_policy`): a higher threshold,
+  a stricter first window, the mean of the last M windows, a CUSUM. Broad chat products'
+  first windows score like a sweep's; their later windows fall well below, a sweep's stay
+  near 1 (issue 14). Policies are compared at matched false positives: one that only moves
+  along the window score's own trade-off is no better than a higher threshold.
 """
 from __future__ import annotations
 
@@ -42,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits", default="calib,report")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/results/alert_age.json")
-    parser.add_argument("--cusum", action="append", default=[], metavar="K,H,HI",
-                        help="also tally a CUSUM over window scores (repeatable)")
+    parser.add_argument("--policy", action="append", default=[], metavar="KIND:ARGS",
+                        help="also tally another decision rule over the window scores "
+                             "(repeatable): threshold:T, first:HI,T, mean:M,T,HI, cusum:K,H,HI")
 
 
 def window_scores(split: str, mode: str, seed: int, sizes: dict, one_scale: bool = False):
@@ -75,25 +78,66 @@ def window_scores(split: str, mode: str, seed: int, sizes: dict, one_scale: bool
     return seq, traffic.labels
 
 
-def first_alert(windows: list, label: dict, skip_first: bool = False,
-                cusum: tuple[float, float, float] | None = None):
-    """(window, rule index) of the tenant's first window with a rule at or above 1 (for an
-    attacker, after its attack started), or None. ``cusum``: (K, H, HI), alert when the
-    running sum of (window score - K), floored at 0, reaches H or a window reaches HI."""
+def parse_policy(spec: str):
+    """A decision rule over one tenant's window scores, from ``KIND:ARGS``: a function of
+    the tenant's top window scores so far (the last is the window being judged) that says
+    whether that window alerts.
+
+    - ``threshold:T``: the window reaches T (the shipped rule is ``threshold:1``);
+    - ``first:HI,T``: the tenant's first window reaches HI, any later one T (every query
+      of a first window is new to the tenant, for benign tenants too);
+    - ``mean:M,T,HI``: the window and the mean of the last M windows reach T, or the
+      window reaches HI (persistence);
+    - ``cusum:K,H,HI``: the running sum of (score - K), floored at 0, reaches H, or the
+      window reaches HI.
+
+    >>> [parse_policy("mean:2,0.9,1.2")(t) for t in ([1.1], [1.1, 0.8], [1.1, 0.8, 1.0])]
+    [False, False, True]
+    >>> [parse_policy("cusum:0.5,0.75,9")(t) for t in ([0.75], [0.75, 1.0], [0.75, 1.0, 0.25])]
+    [False, True, False]
+    """
+    kind, _, args = spec.partition(":")
+    a = [float(x) for x in args.split(",") if x]
+    need = {"threshold": 1, "first": 2, "mean": 3, "cusum": 3}
+    if need.get(kind) != len(a):
+        raise ValueError(f"policy {spec!r}: want threshold:T, first:HI,T, mean:M,T,HI or "
+                         f"cusum:K,H,HI")
+    if kind == "threshold":
+        return lambda tops: tops[-1] >= a[0]
+    if kind == "first":
+        return lambda tops: tops[-1] >= (a[0] if len(tops) == 1 else a[1])
+    if kind == "mean":
+        m = int(a[0])
+        return lambda tops: tops[-1] >= a[2] or (
+            len(tops) >= m and tops[-1] >= a[1] and sum(tops[-m:]) / m >= a[1])
+
+    def cusum(tops: list) -> bool:
+        total = 0.0
+        for t in tops:
+            total = max(0.0, total + t - a[0])
+        return total >= a[1] or tops[-1] >= a[2]
+    return cusum
+
+
+SHIPPED = parse_policy("threshold:1")
+
+
+def first_alert(windows: list, label: dict, skip_first: bool = False, policy=SHIPPED):
+    """(window, rule index) of the tenant's first window that alerts under ``policy``
+    (:func:`parse_policy`; default: a rule at or above 1), for an attacker only after its
+    attack started, or None."""
     start = label.get("attack_start_index") or 0
-    total = 0.0
+    tops: list[float] = []
     for k, seen, s in windows:
-        top = float(s.max())
-        if cusum is not None:
-            total = max(0.0, total + top - cusum[0])
+        tops.append(float(s.max()))
         if (skip_first and k == 1) or (label["is_attack"] and seen <= start):
             continue
-        if top >= 1.0 if cusum is None else (total >= cusum[1] or top >= cusum[2]):
+        if policy(tops):
             return k, int(s.argmax())
     return None
 
 
-def tally(seq: dict, labels: dict, skip_first: bool = False, cusum=None) -> dict:
+def tally(seq: dict, labels: dict, skip_first: bool = False, policy=SHIPPED) -> dict:
     from pipeline.detect.coverwatch import RULES
     out = {}
     for kind in ("ordinary", "attack"):
@@ -101,12 +145,35 @@ def tally(seq: dict, labels: dict, skip_first: bool = False, cusum=None) -> dict
             lab["is_attack"] if kind == "attack" else not (lab["is_attack"] or lab["hard_negative"]))]
         by: Counter = Counter()
         for t in ts:
-            got = first_alert(seq[t], labels[t], skip_first, cusum)
+            got = first_alert(seq[t], labels[t], skip_first, policy)
             if got:
                 age = next(name for hi, name in AGES if got[0] <= hi)
                 by[f"{age}:{RULES[got[1]][0]}"] += 1
         out[kind] = {"tenants": len(ts), "flagged": sum(by.values()), "by_first_window": dict(by)}
     return out
+
+
+def compare(seq: dict, labels: dict, policy) -> dict:
+    """One decision rule's trade-off: ordinary and hard-negative benign tenants flagged,
+    attack families other than hydra caught (mean and worst), hydra members caught (the
+    campaign stage, not counted here, names most of them)."""
+    flagged = {False: [0, 0], True: [0, 0]}
+    fams: dict = {}
+    for t, lab in labels.items():
+        if t not in seq:
+            continue
+        got = first_alert(seq[t], lab, policy=policy) is not None
+        row = fams.setdefault(lab["family"], [0, 0]) if lab["is_attack"] \
+            else flagged[bool(lab["hard_negative"])]
+        row[0] += got
+        row[1] += 1
+    share = {f: c / n for f, (c, n) in fams.items() if f != "hydra"}
+    hydra = fams.get("hydra", [0, 0])
+    return {"ordinary_fpr": round(flagged[False][0] / max(flagged[False][1], 1), 4),
+            "hard_negative_fpr": round(flagged[True][0] / max(flagged[True][1], 1), 4),
+            "family_mean": round(sum(share.values()) / max(len(share), 1), 4),
+            "family_min": round(min(share.values(), default=0.0), 4),
+            "hydra": round(hydra[0] / max(hydra[1], 1), 4)}
 
 
 def families(seq: dict, labels: dict, skip_first: bool = False) -> dict:
@@ -134,8 +201,8 @@ def run(args: argparse.Namespace) -> int:
                     "all_windows": tally(seq, labels),
                     "first_window_unjudged": tally(seq, labels, True),
                     "families_first_window_unjudged": families(seq, labels, True),
-                    "cusum": {c: tally(seq, labels, cusum=tuple(map(float, c.split(","))))
-                              for c in ([] if one else args.cusum)}}
+                    "policies": {p: compare(seq, labels, parse_policy(p))
+                                 for p in ([] if one else ["threshold:1"] + args.policy)}}
     result["seconds"] = round(time.monotonic() - t0, 1)
     md = markdown(result)
     save(args.out, result, md)
@@ -161,14 +228,17 @@ def markdown(result: dict) -> str:
         lines.append(f"| {name} | {_share(a['ordinary'])} | {by(a['ordinary'])} | "
                      f"{_share(a['attack'])} | {by(a['attack'])} | {_share(s['ordinary'])} | "
                      f"{_share(s['attack'])} |")
-    cusum = [(name, c, t) for name, r in result["runs"].items()
-             for c, t in r.get("cusum", {}).items()]
-    if cusum:
-        lines += ["", "A CUSUM over window scores (K, H, HI) instead of one window at 1:", "",
-                  "| split / mode | K,H,HI | ordinary benign flagged | attackers caught |",
-                  "|---|---|---:|---:|"]
-        lines += [f"| {name} | {c} | {_share(t['ordinary'])} | {_share(t['attack'])} |"
-                  for name, c, t in cusum]
+    pol = [(name, p, t) for name, r in result["runs"].items()
+           for p, t in r.get("policies", {}).items()]
+    if pol:
+        lines += ["", "Other decision rules over the same window scores (threshold:1 is what "
+                  "ships; families: all but hydra, whose members the campaign stage names):", "",
+                  "| split / mode | rule | ordinary benign flagged | hard negatives flagged "
+                  "| family mean | worst family | hydra members |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {name.rsplit('/', 1)[0]} | {p} | {t['ordinary_fpr']:.1%} | "
+                  f"{t['hard_negative_fpr']:.1%} | {t['family_mean']:.0%} | "
+                  f"{t['family_min']:.0%} | {t['hydra']:.0%} |" for name, p, t in pol]
     lines += ["", "Attack families caught with the first window unjudged:", ""]
     for name, r in result["runs"].items():
         fams = r["families_first_window_unjudged"]
