@@ -41,7 +41,8 @@ bench-quick: install
 	$(BIN)/coverwatch bench detect --quick --out bench/results/detect.json
 
 kafka-start: install
-	@bash infra/kafka.sh start --data var/kafka
+	@bash infra/kafka.sh start --data var/kafka --sasl
+	@echo 'clients log in: eval "$$(bash infra/kafka.sh env)"'
 
 kafka-stop:
 	@bash infra/kafka.sh stop --data var/kafka

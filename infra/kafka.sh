@@ -2,8 +2,13 @@
 # Single-node Apache Kafka 4.x (KRaft, combined broker+controller) from Maven Central jars.
 #
 #   infra/kafka.sh fetch                         resolve the jars into infra/kafka/.cache/lib (no-op if present)
-#   infra/kafka.sh start [--port P] [--controller-port C] [--data DIR]
-#                                                defaults 9092, 9093, <repo>/var/kafka; waits until ready
+#   infra/kafka.sh start [--port P] [--controller-port C] [--data DIR] [--sasl]
+#                                                defaults 9092, 9093, <repo>/var/kafka; waits until ready.
+#                                                --sasl: clients must log in (SASL/PLAIN, user
+#                                                coverwatch, a random password made once and kept
+#                                                in DIR/credentials.env, mode 0600); `make run` uses it
+#   infra/kafka.sh env    [--data DIR]           print the KAFKA_* exports a client of that broker
+#                                                needs: eval "$(bash infra/kafka.sh env)"
 #   infra/kafka.sh stop   [--data DIR]           SIGTERM, up to 30 s, then SIGKILL
 #   infra/kafka.sh status [--data DIR]           exit 0 running, 3 not running
 #   infra/kafka.sh topics [--port P] NAME[:PARTITIONS] ...   create topics idempotently
@@ -46,6 +51,7 @@ else PYTHON="python3"; fi
 PORT=9092
 CONTROLLER_PORT=9093
 DATA="$ROOT/var/kafka"
+SASL=0
 
 log() { echo "kafka.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -98,6 +104,7 @@ parse_args() {
             --controller-port=*) CONTROLLER_PORT="${1#*=}"; shift ;;
             --data) DATA="$2"; shift 2 ;;
             --data=*) DATA="${1#*=}"; shift ;;
+            --sasl) SASL=1; shift ;;
             -h|--help) usage; exit 0 ;;
             --) shift; ARGS+=("$@"); break ;;
             -*) die "unknown option $1" ;;
@@ -124,18 +131,21 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Readiness probe: TCP connect + a Kafka Metadata (v4) request that must list >= 1 broker
 # (a broker only appears in metadata once registered and unfenced). Stdlib only.
+# On a --sasl broker the probe logs in first (SaslHandshake v1 + SaslAuthenticate v0, PLAIN).
 metadata_ok() {
-    "$PYTHON" - "$1" <<'PY' 2>/dev/null
+    "$PYTHON" - "$1" "$(sasl_user)" "$(sasl_password)" <<'PY' 2>/dev/null
 import socket, struct, sys
-port = int(sys.argv[1])
+port, user, password = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3].encode()
 try:
     s = socket.create_connection(("127.0.0.1", port), timeout=3)
     s.settimeout(3)
     cid = b"coverwatch-probe"
-    # header v1: api_key=3 (Metadata), api_version=4, correlation_id, client_id
-    body = struct.pack(">hhih", 3, 4, 7, len(cid)) + cid
-    body += struct.pack(">i", -1) + b"\x00"          # topics=null (all), allow_auto_create=false
-    s.sendall(struct.pack(">i", len(body)) + body)
+    def send(api_key, version, corr, payload):
+        # header v1: api_key, api_version, correlation_id, client_id
+        head = struct.pack(">hhih", api_key, version, corr, len(cid)) + cid
+        s.sendall(struct.pack(">i", len(head + payload)) + head + payload)
+        (size,) = struct.unpack(">i", read(4))
+        return read(size)
     def read(n):
         buf = b""
         while len(buf) < n:
@@ -144,8 +154,16 @@ try:
                 raise EOFError
             buf += chunk
         return buf
-    (size,) = struct.unpack(">i", read(4))
-    resp = read(size)
+    if user:
+        resp = send(17, 1, 5, struct.pack(">h", 5) + b"PLAIN")            # SaslHandshake
+        if struct.unpack(">ih", resp[:6]) != (5, 0):
+            sys.exit(1)
+        token = b"\x00" + user + b"\x00" + password
+        resp = send(36, 0, 6, struct.pack(">i", len(token)) + token)        # SaslAuthenticate
+        if struct.unpack(">ih", resp[:6]) != (6, 0):
+            sys.exit(1)
+    # Metadata v4: topics=null (all), allow_auto_create=false
+    resp = send(3, 4, 7, struct.pack(">i", -1) + b"\x00")
     corr, _throttle, nbrokers = struct.unpack(">iii", resp[:12])
     sys.exit(0 if corr == 7 and nbrokers >= 1 else 1)
 except Exception:
@@ -156,7 +174,34 @@ PY
 ready() { port_open "$1" && metadata_ok "$1"; }
 
 configured_port() {
-    sed -n 's|^advertised.listeners=PLAINTEXT://[^:]*:\([0-9]*\).*|\1|p' "$DATA/server.properties" 2>/dev/null | head -n1
+    sed -n 's|^advertised.listeners=[A-Z_]*://[^:]*:\([0-9]*\).*|\1|p' "$DATA/server.properties" 2>/dev/null | head -n1
+}
+
+# ---- SASL (--sasl): one user, its password made once per data dir and kept 0600
+CREDS() { echo "$DATA/credentials.env"; }
+sasl_on() { grep -q '^listeners=SASL_PLAINTEXT://' "$DATA/server.properties" 2>/dev/null; }
+sasl_user() { if sasl_on; then sed -n 's/^KAFKA_SASL_USERNAME=//p' "$(CREDS)" 2>/dev/null; fi; }
+sasl_password() { if sasl_on; then sed -n 's/^KAFKA_SASL_PASSWORD=//p' "$(CREDS)" 2>/dev/null; fi; }
+
+ensure_credentials() {
+    [[ -s "$(CREDS)" ]] && return 0
+    local pw
+    pw="$("$PYTHON" -c 'import secrets; print(secrets.token_hex(16))')"
+    (umask 077; printf '%s\n' "KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT" "KAFKA_SASL_MECHANISM=PLAIN" \
+        "KAFKA_SASL_USERNAME=coverwatch" "KAFKA_SASL_PASSWORD=$pw" >"$(CREDS).tmp")
+    mv "$(CREDS).tmp" "$(CREDS)"
+    log "made the broker's client credentials: $(CREDS) (mode 0600)"
+}
+
+# a Java client config (console consumer, TopicCommand) for this broker, mode 0600
+client_config() {
+    local f="$DATA/client.properties"
+    (umask 077; : >"$f")
+    if sasl_on; then
+        printf '%s\n' "security.protocol=SASL_PLAINTEXT" "sasl.mechanism=PLAIN" \
+            "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$(sasl_user)\" password=\"$(sasl_password)\";" >"$f"
+    fi
+    echo "$f"
 }
 
 log_tail() {
@@ -205,16 +250,19 @@ cds_publish() {  # after a stop: move a recorded archive into the lib dir
 }
 
 write_properties() {
-    cat >"$DATA/server.properties" <<EOF
+    local proto=PLAINTEXT
+    (( SASL )) && proto=SASL_PLAINTEXT
+    (umask 077; : >"$DATA/server.properties")   # it holds the password under --sasl
+    cat >>"$DATA/server.properties" <<EOF
 # written by infra/kafka.sh start -- regenerated on every start, edit the script instead
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=$proto://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=$proto://127.0.0.1:$PORT
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=$proto
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs=$DATA/data
 
 # single node: every internal topic has replication factor 1
@@ -251,6 +299,18 @@ log.retention.hours=24
 log.retention.check.interval.ms=60000
 metadata.log.segment.bytes=8388608
 EOF
+    if (( SASL )); then
+        local user pw
+        user="$(sed -n 's/^KAFKA_SASL_USERNAME=//p' "$(CREDS)")"
+        pw="$(sed -n 's/^KAFKA_SASL_PASSWORD=//p' "$(CREDS)")"
+        cat >>"$DATA/server.properties" <<EOF
+
+# --sasl: every client logs in (SASL/PLAIN); the broker uses the same user for itself
+sasl.enabled.mechanisms=PLAIN
+sasl.mechanism.inter.broker.protocol=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$user" password="$pw" user_$user="$pw";
+EOF
+    fi
 }
 
 # ---------------------------------------------------------------- start
@@ -265,6 +325,9 @@ cmd_start() {
         local cport; cport="$(configured_port)"
         [[ -n "$cport" && "$cport" != "$PORT" ]] && \
             die "a broker (pid $pid) already runs from $DATA on port $cport, not $PORT; stop it first"
+        if (( SASL )) && ! sasl_on; then
+            die "a broker (pid $pid) already runs from $DATA without --sasl; stop it first"
+        fi
         if ready "$PORT"; then
             log "already running (pid $pid) on 127.0.0.1:$PORT"
             echo "127.0.0.1:$PORT"
@@ -278,6 +341,7 @@ cmd_start() {
 
         cmd_fetch
         command -v java >/dev/null || die "java not found (Java 17+ required)"
+        if (( SASL )); then ensure_credentials; fi
         write_properties
 
         local cp="$LIB_DIR/*"
@@ -390,12 +454,14 @@ cmd_topics() {
     fi
     [[ ${#ARGS[@]} -gt 0 ]] || die "usage: kafka.sh topics [--port P] NAME[:PARTITIONS] ..."
     if "$PYTHON" -c 'import kafka.admin' 2>/dev/null; then
-        "$PYTHON" - "127.0.0.1:$PORT" "${ARGS[@]}" <<'PY'
+        "$PYTHON" - "127.0.0.1:$PORT" "$(sasl_user)" "$(sasl_password)" "${ARGS[@]}" <<'PY'
 import sys
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
-bootstrap, specs = sys.argv[1], sys.argv[2:]
-admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="coverwatch-topics")
+bootstrap, user, password, specs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+login = dict(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+             sasl_plain_username=user, sasl_plain_password=password) if user else {}
+admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="coverwatch-topics", **login)
 try:
     existing = set(admin.list_topics())
     todo = []
@@ -423,7 +489,8 @@ PY
             java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
                 -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="${TMPDIR:-/tmp}" \
                 -cp "$LIB_DIR/*" org.apache.kafka.tools.TopicCommand \
-                --bootstrap-server "127.0.0.1:$PORT" --create --if-not-exists \
+                --bootstrap-server "127.0.0.1:$PORT" --command-config "$(client_config)" \
+                --create --if-not-exists \
                 --topic "$name" --partitions "$parts" --replication-factor 1
         done
     fi
@@ -442,7 +509,22 @@ cmd_consume() {
     exec java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
         -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="${TMPDIR:-/tmp}" \
         -cp "$LIB_DIR/*" org.apache.kafka.tools.consumer.ConsoleConsumer \
-        --bootstrap-server "127.0.0.1:$PORT" --topic "${ARGS[0]}" --from-beginning "${ARGS[@]:1}"
+        --bootstrap-server "127.0.0.1:$PORT" --consumer.config "$(client_config)" \
+        --topic "${ARGS[0]}" --from-beginning "${ARGS[@]:1}"
+}
+
+# ---------------------------------------------------------------- env
+cmd_env() {
+    parse_args "$@"
+    DATA="$(cd "$DATA" 2>/dev/null && pwd || echo "$DATA")"
+    local port; port="$(configured_port)"
+    [[ -n "$port" ]] || die "no broker configured in $DATA (start it first)"
+    echo "export KAFKA_BOOTSTRAP=127.0.0.1:$port"
+    if sasl_on; then
+        sed -n 's/^\(KAFKA_[A-Z_]*=.*\)$/export \1/p' "$(CREDS)"
+    else
+        echo "export KAFKA_SECURITY_PROTOCOL=PLAINTEXT"
+    fi
 }
 
 # ---------------------------------------------------------------- main
@@ -456,6 +538,7 @@ case "$cmd" in
     status) cmd_status "$@" ;;
     topics) cmd_topics "$@" ;;
     consume) cmd_consume "$@" ;;
+    env)    cmd_env "$@" ;;
     -h|--help|help|"") usage ;;
     *) usage; die "unknown command: $cmd" ;;
 esac

@@ -11,9 +11,11 @@ mkdir -p var
 
 started_kafka=0
 if ! bash infra/kafka.sh status --data var/kafka >/dev/null 2>&1; then
-  bash infra/kafka.sh start --port "$PORT" --controller-port $((PORT + 1)) --data var/kafka
+  # --sasl: the broker serves only clients that log in (its password: var/kafka/credentials.env)
+  bash infra/kafka.sh start --port "$PORT" --controller-port $((PORT + 1)) --data var/kafka --sasl
   started_kafka=1
 fi
+eval "$(bash infra/kafka.sh env --data var/kafka)"   # the worker and the demo log in with these
 bash infra/kafka.sh topics --port "$PORT" api-logs:4 api-logs-dlq:1 alerts:1 coverwatch-events:4 coverwatch-summaries:1
 
 worker_pid=""
@@ -38,7 +40,8 @@ for _ in $(seq 1 120); do
 done
 cat <<MSG
 
-coverwatch is running: Kafka at $KAFKA_BOOTSTRAP, ClickHouse embedded under var/clickhouse.
+coverwatch is running: Kafka at $KAFKA_BOOTSTRAP (clients log in: eval "\$(bash infra/kafka.sh env)"),
+ClickHouse embedded under var/clickhouse.
 Alerts go to the Kafka topic 'alerts' (printed below as they arrive) and to the ClickHouse
 table coverwatch.alerts. While it runs, from another shell:
   .venv/bin/coverwatch top                  # riskiest tenants, with why
