@@ -193,14 +193,14 @@ ensure_credentials() {
     log "made the broker's client credentials: $(CREDS) (mode 0600)"
 }
 
-# a Java client config (console consumer, TopicCommand) for this broker, mode 0600
-client_config() {
+# the Java tools' login options (console consumer, TopicCommand) for a --sasl broker: a
+# client config in the data dir, mode 0600; nothing for a plaintext one
+client_login() {  # client_login OPTION-NAME
+    sasl_on || return 0
     local f="$DATA/client.properties"
-    (umask 077; : >"$f")
-    if sasl_on; then
-        printf '%s\n' "security.protocol=SASL_PLAINTEXT" "sasl.mechanism=PLAIN" \
-            "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$(sasl_user)\" password=\"$(sasl_password)\";" >"$f"
-    fi
+    (umask 077; printf '%s\n' "security.protocol=SASL_PLAINTEXT" "sasl.mechanism=PLAIN" \
+        "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$(sasl_user)\" password=\"$(sasl_password)\";" >"$f")
+    echo "$1"
     echo "$f"
 }
 
@@ -250,8 +250,8 @@ cds_publish() {  # after a stop: move a recorded archive into the lib dir
 }
 
 write_properties() {
-    local proto=PLAINTEXT
-    (( SASL )) && proto=SASL_PLAINTEXT
+    local proto=PLAINTEXT cproto=PLAINTEXT
+    (( SASL )) && proto=SASL_PLAINTEXT && cproto=SASL_PLAINTEXT
     (umask 077; : >"$DATA/server.properties")   # it holds the password under --sasl
     cat >>"$DATA/server.properties" <<EOF
 # written by infra/kafka.sh start -- regenerated on every start, edit the script instead
@@ -262,7 +262,7 @@ listeners=$proto://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
 advertised.listeners=$proto://127.0.0.1:$PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=$proto
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:$cproto
 log.dirs=$DATA/data
 
 # single node: every internal topic has replication factor 1
@@ -305,10 +305,13 @@ EOF
         pw="$(sed -n 's/^KAFKA_SASL_PASSWORD=//p' "$(CREDS)")"
         cat >>"$DATA/server.properties" <<EOF
 
-# --sasl: every client logs in (SASL/PLAIN); the broker uses the same user for itself
+# --sasl: every client logs in (SASL/PLAIN), on the controller port too (admin clients can
+# reach a KRaft controller directly); the broker uses the same user for itself
 sasl.enabled.mechanisms=PLAIN
 sasl.mechanism.inter.broker.protocol=PLAIN
+sasl.mechanism.controller.protocol=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$user" password="$pw" user_$user="$pw";
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$user" password="$pw" user_$user="$pw";
 EOF
     fi
 }
@@ -482,14 +485,15 @@ finally:
 PY
     else
         cmd_fetch
-        local spec name parts
+        local spec name parts login=()
+        mapfile -t login < <(client_login --command-config)
         for spec in "${ARGS[@]}"; do
             name="${spec%%:*}"; parts=4
             [[ "$spec" == *:* ]] && parts="${spec#*:}"
             java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
                 -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="${TMPDIR:-/tmp}" \
                 -cp "$LIB_DIR/*" org.apache.kafka.tools.TopicCommand \
-                --bootstrap-server "127.0.0.1:$PORT" --command-config "$(client_config)" \
+                --bootstrap-server "127.0.0.1:$PORT" "${login[@]}" \
                 --create --if-not-exists \
                 --topic "$name" --partitions "$parts" --replication-factor 1
         done
@@ -506,10 +510,12 @@ cmd_consume() {
     fi
     [[ ${#ARGS[@]} -ge 1 ]] || die "usage: kafka.sh consume [--port P] TOPIC [-- OPTIONS]"
     have_jars || die "no Kafka jars in $LIB_DIR (run: infra/kafka.sh fetch)"
+    local login=()
+    mapfile -t login < <(client_login --command-config)
     exec java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
         -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="${TMPDIR:-/tmp}" \
         -cp "$LIB_DIR/*" org.apache.kafka.tools.consumer.ConsoleConsumer \
-        --bootstrap-server "127.0.0.1:$PORT" --consumer.config "$(client_config)" \
+        --bootstrap-server "127.0.0.1:$PORT" "${login[@]}" \
         --topic "${ARGS[0]}" --from-beginning "${ARGS[@]:1}"
 }
 

@@ -170,3 +170,64 @@ def test_consume_all_returns_surplus_messages(kafka, tmp_path):
     t.join()
     p.close()
     assert got == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+def test_a_sasl_broker_serves_only_clients_that_log_in(tmp_path):
+    """`make run`'s broker (`infra/kafka.sh start --sasl`): the worker's two Kafka clients
+    (kafka-python, aiokafka) log in with the settings `infra/kafka.sh env` prints; a client
+    without them, or with a wrong password, cannot even read the topic list."""
+    import os
+    import stat
+
+    from aiokafka import AIOKafkaConsumer
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.errors import KafkaError
+
+    from pipeline.kafka_options import aiokafka_options, kafka_python_options
+    from pipeline.settings import Settings
+
+    with KafkaBroker(sasl=True) as b:
+        env = b.credentials
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", env
+        creds = b.data_dir / "credentials.env"
+        assert stat.S_IMODE(os.stat(creds).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(b.data_dir / "server.properties").st_mode) == 0o600
+        s = Settings(kafka_bootstrap=env["KAFKA_BOOTSTRAP"],
+                     kafka_security_protocol=env["KAFKA_SECURITY_PROTOCOL"],
+                     kafka_sasl_mechanism=env["KAFKA_SASL_MECHANISM"],
+                     kafka_sasl_username=env["KAFKA_SASL_USERNAME"],
+                     kafka_sasl_password=env["KAFKA_SASL_PASSWORD"])
+        for bad in ({}, {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+                         "sasl_plain_username": "coverwatch", "sasl_plain_password": "guess"}):
+            with pytest.raises(KafkaError):
+                KafkaAdminClient(bootstrap_servers=b.bootstrap, request_timeout_ms=4000,
+                                 **bad).list_topics()
+        def kafka_sh(*args: str) -> str:     # as `make run` and its users call it
+            out = subprocess.run(["bash", str(KAFKA_SH), args[0], "--data", str(b.data_dir),
+                                  *args[1:]],
+                                 capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr
+            return out.stdout
+        assert "created sasl-roundtrip (2 partitions)" in kafka_sh("topics", "sasl-roundtrip:2")
+        producer = KafkaProducer(**kafka_python_options(s), acks="all")
+        for i in range(N):
+            producer.send("sasl-roundtrip", key=b"t", value=str(i).encode())
+        producer.flush()
+        producer.close()
+        printed = kafka_sh("consume", "sasl-roundtrip", "--", "--max-messages", "3",
+                           "--timeout-ms", "30000")
+        assert printed.split() == ["0", "1", "2"], printed
+
+        async def consume() -> int:
+            c = AIOKafkaConsumer("sasl-roundtrip", **aiokafka_options(s), group_id="g",
+                                 auto_offset_reset="earliest")
+            await c.start()
+            got = 0
+            try:
+                async with asyncio.timeout(60):
+                    while got < N:
+                        got += sum(len(m) for m in (await c.getmany(timeout_ms=500)).values())
+            finally:
+                await c.stop()
+            return got
+        assert asyncio.run(consume()) == N

@@ -43,11 +43,13 @@ class KafkaBroker:
     ``port``/``controller_port`` default to free ports picked at ``start()``; ``data_dir``
     defaults to a fresh temporary directory that ``close()`` removes. ``fast_start`` runs
     the JVM with the C1 JIT only (quicker start, lower peak throughput; fine for tests).
+    ``sasl`` starts it as ``make run`` does: clients must log in (:attr:`credentials`).
     """
 
     def __init__(self, port: int | None = None, controller_port: int | None = None,
                  data_dir: str | os.PathLike | None = None, timeout: float = 120,
-                 script: str | os.PathLike = KAFKA_SH, fast_start: bool = True):
+                 script: str | os.PathLike = KAFKA_SH, fast_start: bool = True,
+                 sasl: bool = False):
         self.port = port
         self.controller_port = controller_port
         self._fixed_ports = port is not None
@@ -56,6 +58,7 @@ class KafkaBroker:
         self.timeout = timeout
         self.script = Path(script)
         self.fast_start = fast_start
+        self.sasl = sasl
         self._atexit_registered = False
 
     # ------------------------------------------------------------------ info
@@ -64,6 +67,12 @@ class KafkaBroker:
         if self.port is None:
             raise RuntimeError("broker not started")
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """The ``KAFKA_*`` settings a client of this broker needs (``infra/kafka.sh env``)."""
+        out = self._run("env", "--data", str(self.data_dir))
+        return dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
 
     @property
     def pid(self) -> int | None:
@@ -112,7 +121,7 @@ class KafkaBroker:
             try:
                 self._run("start", "--port", str(self.port),
                           "--controller-port", str(self.controller_port),
-                          "--data", str(self.data_dir),
+                          "--data", str(self.data_dir), *(["--sasl"] if self.sasl else []),
                           timeout=self.timeout + 600)  # first start may fetch the jars
                 break
             except RuntimeError as exc:
