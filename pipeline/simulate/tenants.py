@@ -375,8 +375,10 @@ def hydra(ctx: Ctx, accounts: int | None = None) -> list[TenantStream]:
         start = ctx.start_ms + int(r.uniform(0, 0.9) * (ctx.end_ms - ctx.start_ms))
         ts = timing.paced_times(r, n, r.uniform(0.005, 0.05), start)   # one every 20-200 s
         if ctx.neutral == "pace":
-            ts = np.sort(ctx.attack_times(n / max((ts[-1] - ts[0]) / DAY_MS, 0.05),
-                                          int(ts[0]), int(ts[-1]) + 1))[:n]
+            # a human's arrivals at a focused app's rate, for the same n queries: the pace
+            # changes, the account's budget does not (drawn over the machine-paced span, a
+            # few hours, most members sent 4-49 queries and a third none)
+            ts = ctx.attack_times(r.lognormal(np.log(150), 1.0), start, ctx.end_ms)[:n]
         ts = ts[ts < ctx.end_ms]
         cl = ctx.client(tid, machine=True, model="cw-large-2026-02", out_mu=benign_out_mu(r),
                         nets=nets, user_agent=ua)
