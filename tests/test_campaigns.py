@@ -172,18 +172,21 @@ def test_dump_load_round_trip_continues_identically():
     assert rest[-1].alert_id == ref_alerts[-1].alert_id
 
 
-@pytest.mark.parametrize("max_accounts", [1_000_000, 5])
-def test_sketcher_batches_give_what_one_event_at_a_time_gives(max_accounts):
+@pytest.mark.parametrize("max_accounts,step_ms", [(1_000_000, 1000), (5, 1000),
+                                                  (1_000_000, 30_000), (5, 30_000)])
+def test_sketcher_batches_give_what_one_event_at_a_time_gives(max_accounts, step_ms):
     """Large batches are folded account by account in pieces cut at checkpoints, small ones
     event by event: any batching must give the summaries (and their order) and sketches of
     one event per call.
     Many checkpoints (every=3), accounts interleaved, repeated prompts, events without cell,
-    prompt or tokens, and (max_accounts=5) rare accounts forgotten and re-created mid-batch."""
+    prompt or tokens, and (max_accounts=5) rare accounts forgotten and re-created mid-batch;
+    over 25 hours (step_ms 30 s), the rare accounts' early summaries (by time, under 50
+    queries) too."""
     rng = np.random.default_rng(7)
     evs, cells = [], []
     for i in range(3000):
         j = int(rng.choice(7, p=[0.32, 0.32, 0.32, 0.01, 0.01, 0.01, 0.01]))
-        evs.append(Event(f"e{i}", T0 + 1000 * i + int(rng.integers(-3000, 3000)), f"acct{j}",
+        evs.append(Event(f"e{i}", T0 + step_ms * i + int(rng.integers(-3000, 3000)), f"acct{j}",
                          prompt=None if i % 11 == 0 else f"task {j} step {rng.integers(40)}",
                          output_tokens=None if i % 5 == 0 else int(rng.integers(900)),
                          client_ip=f"10.{j}.{rng.integers(3)}.{i % 7}", api_key_id=f"k{i % 9}",
@@ -200,8 +203,42 @@ def test_sketcher_batches_give_what_one_event_at_a_time_gives(max_accounts):
 
     one = run(1)
     assert len(one[0]) > 500
+    early = [s for s in one[0] if s["queries"] < 50]
+    assert bool(early) == (step_ms > 1000 and max_accounts > 5), len(early)
     for size in (7, 512, len(evs)):   # 512, 3000: in pieces
         assert run(size) == one
+
+
+def test_an_account_under_50_queries_is_summarised_once_after_6_hours():
+    """A human-paced account: one early summary (by time), then the usual ones at 50, 100."""
+    sk = AccountSketcher()
+    evs = [Event(f"e{i}", T0 + 20 * 60_000 * i, "slow", prompt=f"q {i}") for i in range(120)]
+    sk.observe_batch(evs, [Scored(cell=1 + i) for i in range(120)])
+    got = [(s["queries"], (s["ts_ms"] - T0) // 60_000) for s in sk.drain()]
+    assert got == [(20, 380), (50, 980), (100, 1980)], got   # 20 queries by 6 h 20 min
+
+
+def test_an_early_summary_only_joins_a_confirmed_campaign():
+    """Accounts of a confirmed campaign that stay under 50 queries are named from their early
+    summary; the same small accounts alone never open a group."""
+    rng = np.random.default_rng(3)
+    slow = []
+    cells = rng.permutation(np.arange(1, 4097))
+    for j in range(4):
+        start = T0 + 34 * HOUR + j * 600_000
+        for i in range(30):        # two bursts of 15, 7 hours apart: an early summary only
+            ts = start + 60_000 * i + (7 * HOUR if i >= 15 else 0)
+            slow.append((Event(f"s{j}-{i}", ts, f"slow-{j}",
+                               prompt=f"Question {j}-{i} about subject {rng.integers(1e6)}",
+                               model="big", endpoint="/chat", user_agent="python-requests/2.32",
+                               client_ip=f"198.51.100.{j + 1}"),
+                         int(cells[3000 + 30 * j + i])))
+    bg = _background(rng)
+    _, alone = _run(bg + slow)
+    assert not alone
+    _, alerts = _run(bg + _sweep(rng) + slow)
+    named = set(alerts[-1].related_tenants) | {alerts[-1].tenant_id}
+    assert {f"slow-{j}" for j in range(4)} <= named, sorted(named)
 
 
 def test_memory_bounded():

@@ -3,7 +3,9 @@
 :class:`AccountSketcher` folds every event (with what the detector said about it, a
 :class:`~pipeline.detect.base.Scored`) into a compact per-account sketch and, at the
 account's 50th, 100th and 200th query and then every ``every`` queries, emits an
-*account summary*: a small JSON-serialisable dict (well under 2 KB) that is all the global
+*account summary* (and one *early* summary for an account still under 50 queries, with at
+least :data:`EARLY_MIN`, :data:`EARLY_AFTER_MS` after its first: a campaign's accounts that
+arrive at a human pace are seen too): a small JSON-serialisable dict (well under 2 KB) that is all the global
 :class:`~pipeline.campaigns.stage.CampaignStage` ever sees. The stage therefore scales with
 the number of accounts, not of events.
 
@@ -62,6 +64,8 @@ BITMAP_BITS = 1024
 EXACT_BITS = 2048
 SKEL_BITS = 1024
 CHECKPOINTS = (50, 100, 200)
+EARLY_MIN = 20                  # an early summary: this many queries or more, under 50,
+EARLY_AFTER_MS = 6 * 3_600_000  # this long after the account's first (as detector windows)
 PIECES_MIN = 256           # batches folded in pieces: from this many events,
 PIECES_PER_ACCOUNT = 4     # this many per account on average
 _MAX_PREFIXES = 8
@@ -110,7 +114,7 @@ class _Acct:
     __slots__ = ("n", "nv", "npr", "first_ts", "last_ts", "minhash", "bitmap", "regions",
                  "seen", "seen_sk", "sk_rep", "ex_rep", "sk_sig", "gap_n", "gap_mean", "gap_m2",
                  "tok_n", "tok_sum", "model", "endpoint", "ua", "prefixes", "keys",
-                 "next_emit", "created")
+                 "next_emit", "created", "early")
 
     def __init__(self, n_hashes: int):
         self.n = self.nv = self.npr = 0
@@ -131,15 +135,36 @@ class _Acct:
         self.keys: list[int] = []
         self.next_emit = CHECKPOINTS[0]
         self.created = -1                   # account_created_at (epoch ms), -1: unknown
+        self.early = False                  # its early summary was emitted
 
     def __getstate__(self):
         return tuple(getattr(self, k) for k in self.__slots__)
 
     def __setstate__(self, state):
-        self.created = -1                   # checkpoints from before the field existed
+        self.created = -1                   # checkpoints from before the fields existed
+        self.early = False
         for k, v in zip(self.__slots__, state):
             setattr(self, k, v)
 
+
+
+def _early_due(a: _Acct, ts: int) -> bool:
+    """Whether the account's early summary is due after an event at ``ts`` (folded)."""
+    return not a.early and a.next_emit == CHECKPOINTS[0] and EARLY_MIN <= a.n < CHECKPOINTS[0] \
+        and ts >= a.first_ts + EARLY_AFTER_MS
+
+
+def _early_at(a: _Acct, ts: list[int]) -> int | None:
+    """Which of the account's next events (times ``ts``, in order) makes its early summary
+    due, as :func:`_early_due` would say event by event; None: none of them."""
+    if a.early or a.next_emit != CHECKPOINTS[0] or a.n + len(ts) < EARLY_MIN \
+            or a.n >= CHECKPOINTS[0]:
+        return None
+    first = a.first_ts if a.first_ts >= 0 else ts[0]
+    for j in range(max(0, EARLY_MIN - a.n - 1), min(len(ts), CHECKPOINTS[0] - a.n - 1)):
+        if ts[j] >= first + EARLY_AFTER_MS:
+            return j
+    return None
 
 
 def _popcount(bm: bytearray) -> int:
@@ -261,6 +286,9 @@ class AccountSketcher:
             if a.n >= a.next_emit:
                 self._out.append(self._summary(tid, a))
                 a.next_emit = self._next_emit(a.next_emit)
+            elif _early_due(a, e.ts_ms):
+                self._out.append(self._summary(tid, a))
+                a.early = True
 
     def _fold_pieces(self, events: Sequence, tids: list, cells: list, bits: list) -> None:
         """The batch account by account, in *pieces* that end at the event where the account
@@ -270,11 +298,18 @@ class AccountSketcher:
         what folding event by event gives; summaries are put back in event order."""
         order: list[int] = []    # the batch's event indices, account by account
         pieces = []              # (sketch, start, end) in ``order``
+        early = set()            # pieces after which the account's early summary is due
         for a, idx in self._touch(tids).items():
             n, due, lo = a.n, a.next_emit, len(order)
             order += idx
+            at = _early_at(a, [events[i].ts_ms for i in idx])   # its position in ``idx``
+            cut = -1 if at is None else lo + at + 1
             while lo < len(order):
                 hi = min(len(order), lo + max(due - n, 1))
+                if lo < cut < hi:
+                    hi = cut
+                if hi == cut:
+                    early.add(len(pieces))
                 pieces.append((a, lo, hi))
                 n += hi - lo
                 if n >= due:
@@ -308,6 +343,9 @@ class AccountSketcher:
             if a.n >= a.next_emit:
                 out.append((order[hi - 1], self._summary(tids[order[lo]], a)))
                 a.next_emit = self._next_emit(a.next_emit)
+            elif k in early:
+                out.append((order[hi - 1], self._summary(tids[order[lo]], a)))
+                a.early = True
         out.sort(key=lambda x: x[0])
         self._out += [s for _, s in out]
 

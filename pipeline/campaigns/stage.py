@@ -25,7 +25,11 @@ How a campaign is found (no labels; population baselines learned online):
    members named with the per-tenant rules, no benign tenant more).
    Nothing is a candidate until its bucket has ``warmup`` summaries. Once a campaign is
    confirmed, an account at or above the population *median* may join it (never open a
-   group): members of a campaign that dominates its own population are still named.
+   group): members of a campaign that dominates its own population are still named. So may
+   an account still under 50 queries, from its *early* summary (the sketcher's, 6 hours
+   after its first query, at 20 or more: members arriving at a human pace), on breadth
+   alone; an early summary never opens a group, is never a candidate and does not teach
+   the baselines.
 2. **Candidate groups without O(n^2), on evidence of one operation.** A candidate is looked
    up in a few band keys: its infrastructure (user agent + IP prefix) and each prompt
    skeleton it re-uses (one query source and style); an established account only in the
@@ -317,8 +321,12 @@ class CampaignStage:
         breadth = min(1.0, summary["distinct_cells"] / nv)
         regions = int(summary.get("regions") or 0)
         warm = self._base.n[b] >= self.warmup
-        cand = warm and self._candidate(summary, b, breadth, regions, nv, q)
-        self._base.learn(b, breadth, regions, summary.get("out_tokens_log"))
+        # an early summary (under 50 queries, by time: the sketcher's EARLY_*) may only
+        # join a confirmed campaign; it neither opens a group nor teaches the baselines
+        early = q < 50
+        cand = warm and not early and self._candidate(summary, b, breadth, regions, nv, q)
+        if not early:
+            self._base.learn(b, breadth, regions, summary.get("out_tokens_log"))
         gid = self._member_of.get(acct)
         if gid is not None:
             g = self._groups.get(gid)
@@ -380,6 +388,8 @@ class CampaignStage:
         if rep is not None and rep > (self.max_repeat / 2 if loose else self.max_repeat):
             return False
         qq = 0.5 if loose else self.candidate_quantile
+        if q < 50:      # an early summary: fewer queries reach fewer regions; breadth only
+            return breadth >= self._base.breadth_q(b, qq)
         return breadth >= self._base.breadth_q(b, qq) and regions >= self._base.regions_q(b, qq)
 
     def _new(self, s: dict) -> bool:
