@@ -154,15 +154,16 @@ def _early_due(a: _Acct, ts: int) -> bool:
         and ts >= a.first_ts + EARLY_AFTER_MS
 
 
-def _early_at(a: _Acct, ts: list[int]) -> int | None:
-    """Which of the account's next events (times ``ts``, in order) makes its early summary
-    due, as :func:`_early_due` would say event by event; None: none of them."""
-    if a.early or a.next_emit != CHECKPOINTS[0] or a.n + len(ts) < EARLY_MIN \
+def _early_at(a: _Acct, events: Sequence, idx: list[int]) -> int | None:
+    """Which of the account's next events (``events[idx]``, in order) makes its early
+    summary due, as :func:`_early_due` would say event by event; None: none of them. Only
+    the few events where it can fall are looked at."""
+    if a.early or a.next_emit != CHECKPOINTS[0] or a.n + len(idx) < EARLY_MIN \
             or a.n >= CHECKPOINTS[0]:
         return None
-    first = a.first_ts if a.first_ts >= 0 else ts[0]
-    for j in range(max(0, EARLY_MIN - a.n - 1), min(len(ts), CHECKPOINTS[0] - a.n - 1)):
-        if ts[j] >= first + EARLY_AFTER_MS:
+    first = a.first_ts if a.first_ts >= 0 else events[idx[0]].ts_ms
+    for j in range(max(0, EARLY_MIN - a.n - 1), min(len(idx), CHECKPOINTS[0] - a.n - 1)):
+        if events[idx[j]].ts_ms >= first + EARLY_AFTER_MS:
             return j
     return None
 
@@ -302,7 +303,7 @@ class AccountSketcher:
         for a, idx in self._touch(tids).items():
             n, due, lo = a.n, a.next_emit, len(order)
             order += idx
-            at = _early_at(a, [events[i].ts_ms for i in idx])   # its position in ``idx``
+            at = _early_at(a, events, idx)   # its position in ``idx``
             cut = -1 if at is None else lo + at + 1
             while lo < len(order):
                 hi = min(len(order), lo + max(due - n, 1))

@@ -87,7 +87,7 @@ from collections import Counter, OrderedDict, deque
 
 import numpy as np
 
-from pipeline.campaigns.sketch import minhash_distinct
+from pipeline.campaigns.sketch import CHECKPOINTS, minhash_distinct
 from pipeline.contracts.alerts import Alert
 
 N_BUCKETS = 10
@@ -323,7 +323,7 @@ class CampaignStage:
         warm = self._base.n[b] >= self.warmup
         # an early summary (under 50 queries, by time: the sketcher's EARLY_*) may only
         # join a confirmed campaign; it neither opens a group nor teaches the baselines
-        early = q < 50
+        early = q < CHECKPOINTS[0]
         cand = warm and not early and self._candidate(summary, b, breadth, regions, nv, q)
         if not early:
             self._base.learn(b, breadth, regions, summary.get("out_tokens_log"))
@@ -388,7 +388,7 @@ class CampaignStage:
         if rep is not None and rep > (self.max_repeat / 2 if loose else self.max_repeat):
             return False
         qq = 0.5 if loose else self.candidate_quantile
-        if q < 50:      # an early summary: fewer queries reach fewer regions; breadth only
+        if q < CHECKPOINTS[0]:   # an early summary: fewer queries, fewer regions; breadth only
             return breadth >= self._base.breadth_q(b, qq)
         return breadth >= self._base.breadth_q(b, qq) and regions >= self._base.regions_q(b, qq)
 
