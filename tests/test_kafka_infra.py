@@ -201,7 +201,7 @@ def test_a_sasl_broker_serves_only_clients_that_log_in(tmp_path):
                          "sasl_plain_username": "coverwatch", "sasl_plain_password": "guess"}):
             with pytest.raises(KafkaError):
                 KafkaAdminClient(bootstrap_servers=b.bootstrap, request_timeout_ms=4000,
-                                 **bad).list_topics()
+                                 bootstrap_timeout_ms=5000, **bad).list_topics()
         def kafka_sh(*args: str) -> str:     # as `make run` and its users call it
             out = subprocess.run(["bash", str(KAFKA_SH), args[0], "--data", str(b.data_dir),
                                   *args[1:]],
