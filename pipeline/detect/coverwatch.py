@@ -63,7 +63,7 @@ from pipeline.detect.base import Scored, ScoredBatch
 from pipeline.detect.features import FEATURES, TenantState, Windows, summarise
 from pipeline.detect.fold import fold_events
 from pipeline.detect.density import CellDensity
-from pipeline.detect.drift import RandomFeatures, fold_window, rare_share
+from pipeline.detect.drift import BatchRows, RandomFeatures, fold_window, rare_share
 from pipeline.detect.lsh import SignProjector
 from pipeline.detect.policy import describe
 from pipeline.detect.population import BUCKETS, Population, age_bucket, feeds_population
@@ -347,7 +347,7 @@ class CoverwatchDetector:
         vectors = [e.embedding for e in events]
         codes = self._proj.codes_of(vectors)
         phi, has = self._rff.features(vectors)
-        rare = self._density.flags(codes[0], codes[1])
+        batch = BatchRows(phi, has, self._density.flags(codes[0], codes[1]))
         # each tenant's events in this batch, so a closing window takes exactly its rows
         rows: dict[str, list[int]] = {}
         for i, e in enumerate(events):
@@ -364,14 +364,12 @@ class CoverwatchDetector:
             r, lo = rows[tid], done.get(tid, 0)
             hi = r.index(i, lo) + 1
             done[tid] = hi
-            take = r[lo:hi]
-            drift = fold_window(s.content, phi[take], has[take], rare[take])
+            drift = fold_window(s.content, batch.take(r[lo:hi]))
             self._close_window(s, events[i], scored[i], drift, rare_share(s.content))
         for tid, r in rows.items():
             lo = done.get(tid, 0)
             if lo < len(r):
-                take = r[lo:]
-                self._tenants[tid].content.add(phi[take], has[take], rare[take])
+                self._tenants[tid].content.add(batch.take(r[lo:]))
         return scored
 
     def dump_tenant(self, tenant_id: str) -> bytes | None:
