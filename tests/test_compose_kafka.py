@@ -139,13 +139,11 @@ def test_the_compose_kafka_serves_only_clients_that_log_in(tmp_path):
     broker = subprocess.Popen([*java, "kafka.Kafka", str(conf)], stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        # the worker service's own settings, pointed at the compose network's listener
-        w = spec["services"]["worker"]["environment"]
-        s = Settings(kafka_bootstrap=f"127.0.0.1:{ports['9092']}",
-                     kafka_security_protocol=w["KAFKA_SECURITY_PROTOCOL"],
-                     kafka_sasl_mechanism=w["KAFKA_SASL_MECHANISM"],
-                     kafka_sasl_username=w["KAFKA_SASL_USERNAME"],
-                     kafka_sasl_password=w["KAFKA_SASL_PASSWORD"])
+        # the worker service's own environment, read as the worker reads it, pointed at the
+        # compose network's listener
+        w = {k: str(v) for k, v in spec["services"]["worker"]["environment"].items()}
+        s = Settings.from_env(w, kafka_bootstrap=f"127.0.0.1:{ports['9092']}")
+        assert s.kafka_sasl_password == SECRETS["KAFKA_PASSWORD"], "the worker has no login"
         login = kafka_python_options(s)
         deadline = time.monotonic() + 120
         while True:
