@@ -21,10 +21,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml   # the `test` extra: a missing install must fail, not skip
 
-yaml = pytest.importorskip("yaml")
-
-from pipeline.testing.kafka import KAFKA_SH, REPO_ROOT, free_port  # noqa: E402
+from pipeline.testing.kafka import KAFKA_SH, REPO_ROOT, free_port
 
 pytestmark = pytest.mark.integration
 

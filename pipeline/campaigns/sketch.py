@@ -148,22 +148,24 @@ class _Acct:
 
 
 
-def _early_due(a: _Acct, ts: int) -> bool:
-    """Whether the account's early summary is due after an event at ``ts`` (folded)."""
-    return not a.early and a.next_emit == CHECKPOINTS[0] and EARLY_MIN <= a.n < CHECKPOINTS[0] \
-        and ts >= a.first_ts + EARLY_AFTER_MS
+def _early_due(a: _Acct, ts: int, n: int | None = None, first: int | None = None) -> bool:
+    """Whether the account's early summary is due after an event at ``ts`` is folded
+    (``n``, ``first``: its count and first time then, when not folded yet)."""
+    n = a.n if n is None else n
+    first = a.first_ts if first is None else first
+    return not a.early and a.next_emit == CHECKPOINTS[0] and EARLY_MIN <= n < CHECKPOINTS[0] \
+        and ts >= first + EARLY_AFTER_MS
 
 
 def _early_at(a: _Acct, events: Sequence, idx: list[int]) -> int | None:
     """Which of the account's next events (``events[idx]``, in order) makes its early
-    summary due, as :func:`_early_due` would say event by event; None: none of them. Only
-    the few events where it can fall are looked at."""
-    if a.early or a.next_emit != CHECKPOINTS[0] or a.n + len(idx) < EARLY_MIN \
-            or a.n >= CHECKPOINTS[0]:
+    summary due, as :func:`_early_due` says event by event; None: none of them. Only the
+    events that bring its count into ``[EARLY_MIN, 50)`` are looked at."""
+    if a.early or a.next_emit != CHECKPOINTS[0]:
         return None
     first = a.first_ts if a.first_ts >= 0 else events[idx[0]].ts_ms
     for j in range(max(0, EARLY_MIN - a.n - 1), min(len(idx), CHECKPOINTS[0] - a.n - 1)):
-        if events[idx[j]].ts_ms >= first + EARLY_AFTER_MS:
+        if _early_due(a, events[idx[j]].ts_ms, a.n + j + 1, first):
             return j
     return None
 

@@ -92,9 +92,10 @@ class BatchRows:
     def __init__(self, phi: np.ndarray, has: np.ndarray, rare: np.ndarray | None = None):
         # rows without a vector are zero in phi, so they add nothing to a sum
         self.fx = np.rint(phi.astype(np.float64) * _FIX).astype(np.int64)
-        judged = np.zeros(len(has), bool) if rare is None else rare >= 0
-        hit = judged & (rare > 0) if rare is not None else judged
-        # per row: (has a vector, judged for rarity, rare) as ints, columns for many rows
+        if rare is None:
+            rare = np.full(len(has), -1, np.int8)      # no row judged for rarity
+        judged, hit = rare >= 0, rare > 0
+        # per row (has a vector, judged, rare): lists for one row, int columns for many
         self.counts = np.stack([has, judged, hit], axis=1).astype(np.int64)
         self.has, self.judged, self.hit = has.tolist(), judged.tolist(), hit.tolist()
 
@@ -104,6 +105,7 @@ class BatchRows:
         if len(rows) == 1:
             i = rows[0]
             k = int(self.has[i])
+            # a copy: a view would keep the whole batch's array alive in the tenant's state
             return (self.fx[i].copy() if k else None), k, int(self.judged[i]), int(self.hit[i])
         k, judged, hits = self.counts[rows].sum(axis=0).tolist()
         return (self.fx[rows].sum(axis=0) if k else None), k, judged, hits
