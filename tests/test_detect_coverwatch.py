@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.contracts.events import Event
-from pipeline.detect.coverwatch import RULE_SCALES, CoverwatchDetector
+from pipeline.detect.coverwatch import GATED, RULE_SCALES, CoverwatchDetector
 from pipeline.detect.population import Population, age_bucket, feeds_population
 from pipeline.simulate.corpus import corpus_available
 
@@ -252,6 +252,40 @@ def test_sweepers_outnumbering_apps_are_judged_against_the_prior_not_themselves(
         flagged |= {a.tenant_id for s in det.update_many(batch) for a in s.alerts}
     assert sum(t.startswith("sweeper") for t in flagged) >= 190
     assert not any(t.startswith("app") for t in flagged)
+
+
+def test_breadth_where_everyone_asks_is_not_coverage_a_sweep_into_rare_regions_is():
+    """A general-chat product relaying many people is broad, but lands where the gateway's
+    other tenants land; a sweep lands where few do. Once the cell density is warm, the
+    coverage rule needs the window's rare-cell share above the population's median (a
+    gate: breadth alone cannot score), so the chat tenant's coverage is gated while the
+    sweeper's fires at its first window."""
+    rng = np.random.default_rng(0)
+    shared = rng.standard_normal((30, DIM))            # the topics everyone asks about
+    det = CoverwatchDetector(window=20, min_windows=20, seed=5)
+
+    def ask(tenant, i, v, prompt):
+        return Event(f"{tenant}-{i}", T0 + i * 2000, tenant, prompt=prompt,
+                     embedding=(v + 0.1 * rng.standard_normal(DIM)).astype(np.float32),
+                     output_tokens=200)
+
+    apps = {t: rng.choice(30, 4, replace=False) for t in range(80)}
+    for first, last, n in ((0, 40, 450), (40, 80, 100)):   # the density warms, then new apps
+        for i in range(0, n, 10):
+            det.update_many([ask(f"app{t}", j, shared[apps[t][j % 4]], f"q{j % 5}")
+                             for t in range(first, last) for j in range(i, i + 10)])
+    assert det._density.seen >= 16_384
+    alerts = []
+    for j in range(140):         # windows 1-7: the ages the new apps gave rare-cell figures
+        alerts += det.update(ask("chat", j, shared[rng.integers(30)], f"question {j}")).alerts
+    for j in range(100):
+        alerts += det.update(ask("sweep", j, 10 * rng.standard_normal(DIM), f"topic {j}")).alerts
+    windows = [s for s in det.drain_summaries() if s["tenant_id"] in ("chat", "sweep")]
+    chat = [s for s in windows if s["tenant_id"] == "chat"]
+    assert len(chat) == 7 and all(s["features"]["spread6"] >= 0.5 for s in chat)   # broad
+    assert all(s["rules"][1] == GATED for s in chat)
+    assert {a.tenant_id for a in alerts} == {"sweep"}
+    assert (alerts[0].detector.split("+")[0], alerts[0].events_seen) == ("coverage", 20)
 
 
 @pytest.mark.skipif(not corpus_available(), reason="the prior is learned from the real prompts")

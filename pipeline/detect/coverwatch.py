@@ -107,10 +107,19 @@ RULES = (
 # A rule needs its first feature: without vectors there is no coverage to speak of, and a
 # window's answer length alone must not fire anything (measured: it flagged 41% of benign
 # tenants in a gateway's metadata-only logs).
-# Gates: conditions a rule's window must meet before it can score (a gate whose signal the
-# stream does not carry is skipped). None today: the answer-length gate the coverage rule
-# had let an attacker that asks for concise answers through (issue 14).
-GATES: dict = {}
+# Gates: conditions a rule's window must meet before it can score, as (feature, "value" or
+# "exceedance", lower bound); a gate whose signal the window lacks (NaN) is skipped.
+# Coverage: breadth alone is what a general-chat product relaying many people has too, so a
+# broad window must also reach regions the population rarely visits more than the median
+# tenant of its age does (``rare`` above the population's median: a sweep of a public
+# corpus, word salad or encyclopedia sentences lands there; human chat lands where everyone
+# else's does). Before the cell density is warm (the first 16,384 vectors) or the bucket has
+# ``rare`` figures, the gate is skipped, as the feature is. (Content, not a signal the
+# attacker sets alone: a thief that keeps to the regions everyone asks about extracts only
+# what a chat product's users ask, and is then as broad as one.) The answer-length gate
+# coverage once had let an attacker asking for concise answers through (issue 14).
+RARE_GATE = 0.01             # just above the median (exceedance 0)
+GATES: dict = {"coverage": (("rare", "exceedance", RARE_GATE),)}
 GATED = -1.0                 # a gated rule's score
 # Rules whose features do not depend on a tenant's age get one scale for all ages (the
 # largest per-age fit): splitting their few calibration tenants by age only adds noise.
