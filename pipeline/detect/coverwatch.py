@@ -107,19 +107,10 @@ RULES = (
 # A rule needs its first feature: without vectors there is no coverage to speak of, and a
 # window's answer length alone must not fire anything (measured: it flagged 41% of benign
 # tenants in a gateway's metadata-only logs).
-# Gates: conditions a rule's window must meet before it can score, as (feature, "value" or
-# "exceedance", lower bound); a gate whose signal the window lacks (NaN) is skipped.
-# Coverage: breadth alone is what a general-chat product relaying many people has too, so a
-# broad window must also reach regions the population rarely visits more than the median
-# tenant of its age does (``rare`` above the population's median: a sweep of a public
-# corpus, word salad or encyclopedia sentences lands there; human chat lands where everyone
-# else's does). Before the cell density is warm (the first 16,384 vectors) or the bucket has
-# ``rare`` figures, the gate is skipped, as the feature is. (Content, not a signal the
-# attacker sets alone: a thief that keeps to the regions everyone asks about extracts only
-# what a chat product's users ask, and is then as broad as one.) The answer-length gate
-# coverage once had let an attacker asking for concise answers through (issue 14).
-RARE_GATE = 0.01             # just above the median (exceedance 0)
-GATES: dict = {"coverage": (("rare", "exceedance", RARE_GATE),)}
+# Gates: conditions a rule's window must meet before it can score (a gate whose signal the
+# stream does not carry is skipped). None today: the answer-length gate the coverage rule
+# had let an attacker that asks for concise answers through (issue 14).
+GATES: dict = {}
 GATED = -1.0                 # a gated rule's score
 # Rules whose features do not depend on a tenant's age get one scale for all ages (the
 # largest per-age fit): splitting their few calibration tenants by age only adds noise.
@@ -150,6 +141,7 @@ CALIBRATION_MARGIN = 1.05
 _IDX = {f: i for i, f in enumerate(ALL_FEATURES)}
 _FLOOR = [FLOORS.get(f, 0.1) for f in ALL_FEATURES]
 _RULE_IDX = [[_IDX[f] for f in feats] for _, _, feats in RULES]
+_RARE, _COVERAGE = _IDX["rare"], [name for name, _, _ in RULES].index("coverage")
 _RULE_GATES = [tuple((_IDX[f], kind == "value", bound) for f, kind, bound in GATES.get(name, ()))
                for name, _, _ in RULES]
 SUMMARY_BUFFER = 10_000
@@ -433,9 +425,10 @@ class CoverwatchDetector:
         feats["hst"] = hst if not self._hst._first_window else float("nan")
         x = [feats[f] for f in ALL_FEATURES]
         q = self._pop.quantiles(bucket)
-        raw, fired, top, rules = 0.0, [], None, [0.0] * len(RULES)
+        raw, fired, top, rules, common = 0.0, [], None, [0.0] * len(RULES), False
         if q is not None:
             rules, sc, ex, p90 = self._score(x, q, bucket)
+            common = ex[_RARE] <= 0         # False for NaN (no rare-cell figures yet)
             j = max(range(len(sc)), key=sc.__getitem__)
             raw = sc[j]
             fired = [RULES[i][0] for i in sorted(range(len(sc)), key=lambda i: -sc[i])
@@ -445,7 +438,7 @@ class CoverwatchDetector:
                 RULES[j][2], key=lambda f: -ex[_IDX[f]] if ex[_IDX[f]] == ex[_IDX[f]] else 0)
                    if not math.isnan(x[_IDX[f]])]
         if feeds_population(k) and self._pop.count[bucket] < self.population_windows \
-                and self._teaches(x, bucket, raw):
+                and self._teaches(x, bucket, raw, common):
             self._pop.learn(bucket, np.array(x))
             self._hst.learn_one(x_hst)
         s.smooth = 0.5 * s.smooth + 0.5 * raw if raw < s.smooth else raw
@@ -468,7 +461,7 @@ class CoverwatchDetector:
         sc = [r / scale for r, scale in zip(rules, self._scales[:, bucket].tolist())]
         return rules, sc, ex, p90
 
-    def _teaches(self, x: list, bucket: int, raw: float) -> bool:
+    def _teaches(self, x: list, bucket: int, raw: float, common: bool = False) -> bool:
         """Whether a window may teach the population. Attackers are part of the traffic
         and must not become its high quantiles, so a window that looks like one stays
         out: with a prior, one scoring :data:`PRIOR_LEARN_BELOW` or more against the prior
@@ -478,11 +471,20 @@ class CoverwatchDetector:
         report split, 21% with a lighter prior); without one, a window scoring
         ``release`` or more, once its bucket is warm (a cold bucket is scored against a
         neighbouring bucket's quantiles, and must still fill: this is how
-        ``python -m pipeline.detect.prior`` builds the shipped prior)."""
+        ``python -m pipeline.detect.prior`` builds the shipped prior).
+
+        One exception, ``common``: a window whose only extreme rule against the prior is
+        coverage, and whose rare-cell share is at or below the population's median at its age,
+        is broad use of the regions everyone asks about (a chat product relaying many
+        people), not a sweep into regions few reach: it teaches, so a gateway full of
+        broad products learns its own breadth instead of flagging each one."""
         pq = self._pop.prior_quantiles(bucket)
         if pq is None:
             return raw < self.release or self._pop.count[bucket] < self._pop.min_windows
-        return max(self._score(x, pq, bucket)[1]) < PRIOR_LEARN_BELOW
+        sc = self._score(x, pq, bucket)[1]
+        if common:
+            sc[_COVERAGE] = GATED
+        return max(sc) < PRIOR_LEARN_BELOW
 
     def _bounds(self, q: np.ndarray) -> tuple[list, list, list]:
         """Median, p90 and the exceedance unit max(p90 - median, floor) of quantiles ``q``
