@@ -68,7 +68,7 @@ def test_keyed_sigkill_after_insert_stores_once_and_alerts_like_replay(kafka, tm
         assert marker.exists() and w.proc.returncode == -signal.SIGKILL
         killed_at, kill_ts = stored_offline(w)
         w.start()   # returns once the Faust group owns every table partition again
-        assert "keyed input: reading" in w.log_since_start()
+        w.wait_for_log("keyed input: reading")
         t.join()
         deadline = time.monotonic() + 300
         while stored(w) < len(raw):

@@ -189,6 +189,15 @@ class WorkerProcess:
         except OSError:
             return ""
 
+    def wait_for_log(self, text: str, timeout: float = 60) -> None:
+        """Until ``text`` appears in this process's log: lines logged just after the
+        group settles (the keyed reader's assignment) race a plain read."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_since_start():
+            assert self.proc.poll() is None, f"worker exited\n{self.tail()}"
+            assert time.monotonic() < deadline, f"no {text!r} in {timeout:.0f} s\n{self.tail()}"
+            time.sleep(0.2)
+
     def metrics(self) -> dict[str, float]:
         body = urllib.request.urlopen(f"{self.url}/metrics", timeout=5).read().decode()
         out = {}
