@@ -101,7 +101,7 @@ def test_top_names_the_attackers_first(replayed):
     attackers = [t for t in ranked if labels[t]["is_attack"]]
     # the riskiest tenants are attackers; a benign tenant the detector flags (a benchmark
     # run or batch job starting mid-life looks like a sweep, and like a thief to the novelty
-    # rule: README "Detection quality") may rank among them, but mostly below them
+    # rule: bench/README.md "Detection quality") may rank among them, but mostly below them
     benign_rank = [i for i, t in enumerate(ranked) if not labels[t]["is_attack"]]
     assert attackers and all(labels[t]["is_attack"] for t in ranked[:5]), [
         (t, labels[t]["family"]) for t in ranked]

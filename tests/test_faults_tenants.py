@@ -299,7 +299,7 @@ def many_tenants_scenario(kafka_broker, tmp_path: Path, tenants: int, ceiling: i
     # recovery: resuming at all is asserted above (no batch detected in 600 s fails the
     # run); its time is recorded (recovery_within_bound), never asserted
     # Worker RSS under the budget the ceiling sets, and flat past it (the slope is only seen
-    # with at least 10x the ceiling in tenants). KNOWN TO FAIL (see README, "1M tenants"):
+    # with at least 10x the ceiling in tenants). KNOWN TO FAIL (see bench/README.md, "1M tenants"):
     # the memory bounds of issue 15 (changelog back-pressure, read-ahead of internal
     # messages, glibc's mmap threshold) took the 1M run from 4,760 to 1,707 MB and from
     # 2,477 to 428 B per further tenant, still over both bounds. The figures are recorded

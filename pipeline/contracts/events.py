@@ -428,7 +428,7 @@ def check_unique_keys(raw: bytes, obj: Any) -> None:
     and a repeated key leaves more. With escapes, the ``":`` that end keys are counted
     instead (inside a string a quote is escaped, so ``\\":`` is not a key's end). Only a
     message that fails the test, or writes white space before a colon, is parsed again with
-    duplicate detection. Measured in the README (Input validation).
+    duplicate detection. Measured in the README (Topics, the duplicate-key check).
     """
     keys, strings = _count_keys(obj)
     if b"\\" not in raw:
