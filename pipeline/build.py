@@ -29,7 +29,8 @@ def processor(s: Settings, *, stage_here: bool = True, max_accounts: int = 1_000
     process sees every account); else the caller runs the returned stage on the summaries
     it drains (the worker's global agent)."""
     sketcher, stage = make_campaigns(s.campaigns, max_accounts=max_accounts)
-    proc = Processor(make_detector(s.detector, s.prior), make_embedder(s.embedder, s.embedding_dim),
+    proc = Processor(make_detector(s.detector, s.prior, s.threshold),
+                     make_embedder(s.embedder, s.embedding_dim),
                      sketcher=sketcher, stage=stage if stage_here else None,
                      vector_cache=s.vector_cache)
     return proc, stage

@@ -21,15 +21,18 @@ log = logging.getLogger(__name__)
 DETECTORS = ("coverwatch", "burst")   # what make_detector builds (the check suite runs each)
 
 
-def make_detector(name: str = "coverwatch", prior: str = "text") -> Detector:
+def make_detector(name: str = "coverwatch", prior: str = "text",
+                  threshold: float = 1.0) -> Detector:
     """The detector by name; ``prior``: the coverwatch population prior's embedding space
-    (``text``, ``provided`` or ``none``, see :mod:`pipeline.detect.prior`)."""
+    (``text``, ``provided`` or ``none``, see :mod:`pipeline.detect.prior`); ``threshold``:
+    the coverwatch window score at which an alert opens (critical stays at 2 or above it)."""
     if name == "burst":
         from pipeline.detect.burst import BurstDetector
         return BurstDetector()
     if name == "coverwatch":
         from pipeline.detect.coverwatch import CoverwatchDetector
-        return CoverwatchDetector(prior=None if prior == "none" else prior)
+        return CoverwatchDetector(prior=None if prior == "none" else prior,
+                                  threshold=threshold, critical=max(2.0, threshold))
     raise SystemExit(f"unknown detector {name!r} (one of {', '.join(DETECTORS)})")
 
 

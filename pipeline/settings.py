@@ -21,6 +21,19 @@ def _int(env, name: str, default: int) -> int:
         raise SystemExit(f"{name}={raw!r} is not an integer") from None
 
 
+def _float(env, name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a number") from None
+
+
+RELEASE = 0.5   # the coverwatch detector's default release level (an episode closes below it)
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "localhost:9092"
@@ -63,6 +76,7 @@ class Settings:
     malloc_mmap_threshold: int = 1 << 20   # glibc: allocations this big go to mmap (0: glibc's)
     detector: str = "coverwatch"
     prior: str = "text"                # population prior: text | provided | none
+    threshold: float = 1.0             # coverwatch: window score at which an alert opens
     campaigns: bool = True             # the coordinated-campaign stage
     topic_summaries: str = "coverwatch-summaries"   # account summaries -> campaign stage
     topic_checkpoints: str = "coverwatch-checkpoints"   # global models, compacted
@@ -115,6 +129,7 @@ class Settings:
                                        d.malloc_mmap_threshold),
             detector=env.get("COVERWATCH_DETECTOR", d.detector),
             prior=env.get("COVERWATCH_PRIOR", d.prior),
+            threshold=_float(env, "COVERWATCH_THRESHOLD", d.threshold),
             campaigns=env.get("COVERWATCH_CAMPAIGNS", "1") not in ("0", "false", "no"),
             topic_summaries=env.get("TOPIC_SUMMARIES", d.topic_summaries),
             topic_checkpoints=env.get("TOPIC_CHECKPOINTS", d.topic_checkpoints),
@@ -134,6 +149,9 @@ class Settings:
                              ">= 1, COVERWATCH_MALLOC_MMAP_THRESHOLD >= 0")
         if s.prior not in ("text", "provided", "none"):
             raise SystemExit("COVERWATCH_PRIOR must be text, provided or none")
+        if not s.threshold > RELEASE:
+            raise SystemExit(f"COVERWATCH_THRESHOLD must be above {RELEASE} (where an open "
+                             "alert episode closes)")
         return replace(s, **overrides) if overrides else s
 
     @property
