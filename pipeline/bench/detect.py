@@ -37,6 +37,9 @@ TARGET_FPR = 0.01       # tenant-level benign FPR every threshold is calibrated 
 EMBED_BATCH = 256
 
 
+LIVE = "live_start"   # a robustness column: the deployment set-up, not an attacker signal
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small traffic, a few minutes")
     parser.add_argument("--out", default="bench/results/detect.json")
@@ -44,9 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modes", default="provided,text,metadata",
                         help="comma list: provided (MiniLM vectors in events), text (prompt "
                              "only), metadata (neither: gateways that do not log prompts)")
-    parser.add_argument("--robustness", default="answer_length,client,pace,cot_wording",
+    parser.add_argument("--robustness",
+                        default="answer_length,client,pace,cot_wording,live_start",
                         help="comma list of attacker-controlled signals to make uninformative "
-                             "in turn, each a run of coverwatch-online (empty: none)")
+                             "in turn, each a run of coverwatch-online (empty: none); "
+                             "live_start: every tenant, attackers included, active from the "
+                             "first hour (detection starts on a gateway with customers)")
     parser.add_argument("--detectors",
                         default="coverwatch,coverwatch-online,volume,prada,coverage,mmd",
                         help="coverwatch-online: our detector as the worker runs it, with no "
@@ -179,9 +185,11 @@ def robustness(mode: str, seed: int, sizes: dict, embedder, signals: list[str]) 
 
 def traffic_for(split: str, mode: str, seed: int, sizes: dict,
                 neutral: str | None = None) -> Traffic:
-    """Traffic of one mode; ``metadata`` is the text traffic with prompts removed."""
+    """Traffic of one mode; ``metadata`` is the text traffic with prompts removed;
+    ``neutral`` names a signal to make uninformative, or ``live_start``."""
+    live = neutral == LIVE
     traffic = generate(split, seed=seed, mode="text" if mode == "metadata" else mode,
-                       neutral=neutral, **sizes)
+                       neutral=None if live else neutral, live=live, **sizes)
     traffic.metadata_only = mode == "metadata"
     return traffic
 
@@ -315,9 +323,13 @@ def markdown(result: dict) -> str:
         if rob:
             base = dets.get("coverwatch-online")
             cols = ([("as generated", base)] if base else []) + [
-                (f"{k.replace('_', ' ')} uninformative", v) for k, v in rob.items()]
+                ("every tenant from the first hour" if k == LIVE
+                 else f"{k.replace('_', ' ')} uninformative", v) for k, v in rob.items()]
             lines += ["", "Robustness: `coverwatch-online` with one attacker-controlled signal "
-                      "at a time drawn from the benign tenants' distribution.", "",
+                      "at a time drawn from the benign tenants' distribution"
+                      + ("; and with every tenant, attackers included, already active in the "
+                         "first hour of the stream (detection starts on a gateway with "
+                         "customers)" if LIVE in rob else "") + ".", "",
                       "| family | " + " | ".join(c for c, _ in cols) + " |",
                       "|---|" + "---:|" * len(cols)]
             for fam in [f for f in ATTACKS + BENIGN if f in first]:

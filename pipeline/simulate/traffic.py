@@ -185,7 +185,8 @@ def family_counts(n_tenants: int) -> dict[str, int]:
 def generate(split: str = "report", seed: int = 0, scale: float = 1.0, *,
              mode: str = "provided", tenants: int | None = None, days: float | None = None,
              hydra_accounts: tuple[int, int] = (20, 200),
-             account_ages: bool = False, neutral: str | None = None) -> Traffic:
+             account_ages: bool = False, neutral: str | None = None,
+             live: bool = False) -> Traffic:
     """Labelled traffic of ``tenants`` (default ``400 * scale``) over ``days`` (default 7).
 
     ``hydra_accounts`` bounds the accounts per hydra campaign (one campaign per 250
@@ -193,7 +194,10 @@ def generate(split: str = "report", seed: int = 0, scale: float = 1.0, *,
     ``account_ages``: events carry ``account_created_at`` (off by default: most gateways do
     not know it, and the campaign stage must work without it). ``neutral``: one of
     :data:`~pipeline.simulate.tenants.NEUTRAL`, made uninformative (the robustness runs of
-    ``bench detect``): attackers draw it from the benign tenants' distribution.
+    ``bench detect``): attackers draw it from the benign tenants' distribution. ``live``:
+    detection starts on a gateway whose every tenant, attackers included, is already
+    active: each tenant's stream is moved earlier, unchanged in shape, so its first query
+    falls in the first hour (the independent evaluation's set-up in issue 14).
     """
     if neutral is not None and neutral not in plans.NEUTRAL:
         raise ValueError(f"neutral must be one of {plans.NEUTRAL}, not {neutral!r}")
@@ -216,6 +220,11 @@ def generate(split: str = "report", seed: int = 0, scale: float = 1.0, *,
             else:
                 streams += plans.PLANNERS[family](ctx)
     streams = [s for s in streams if len(s.ts)]
+    if live:
+        for s in streams:
+            at = start + int(rng.uniform(0, 3_600_000))
+            if int(s.ts[0]) > at:
+                s.ts = s.ts - (int(s.ts[0]) - at)
     for s in streams:
         s.label["account_created_ms"] = _created_ms(rng, ctx, s)
     if neutral == "answer_length":        # every tenant's answers from one distribution
