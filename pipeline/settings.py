@@ -11,24 +11,23 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _int(env, name: str, default: int) -> int:
+def _number(env, name: str, default, cast):
     raw = env.get(name)
     if raw in (None, ""):
         return default
     try:
-        return int(raw)
+        return cast(raw)
     except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not an integer") from None
+        kind = "an integer" if cast is int else "a number"
+        raise SystemExit(f"{name}={raw!r} is not {kind}") from None
+
+
+def _int(env, name: str, default: int) -> int:
+    return _number(env, name, default, int)
 
 
 def _float(env, name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not a number") from None
+    return _number(env, name, default, float)
 
 
 RELEASE = 0.5   # the coverwatch detector's default release level (an episode closes below it)
