@@ -173,23 +173,24 @@ def get_text_embedder():
 def robustness(mode: str, seed: int, sizes: dict, embedder, signals: list[str]) -> dict:
     """``coverwatch-online`` on report traffic where one attacker-controlled signal at a time
     (answer length, client, pace, chain-of-thought wording) has the same distribution for
-    attackers and benign tenants: no family may depend on one of them alone."""
+    attackers and benign tenants: no family may depend on one of them alone; and
+    (:data:`LIVE`) where every tenant is already active when detection starts."""
     out = {}
     for signal in signals:
-        traffic = traffic_for("report", mode, seed, sizes, neutral=signal)
+        live = signal == LIVE
+        traffic = traffic_for("report", mode, seed, sizes,
+                              **({"live": True} if live else {"neutral": signal}))
         first, _ = drive(traffic, {"coverwatch-online": make_coverwatch(mode=mode)}, embedder,
-                         label=f"{mode}, {signal} uninformative")
+                         label=f"{mode}, {'live start' if live else signal + ' uninformative'}")
         out[signal] = evaluate(traffic.labels, first["coverwatch-online"])
     return out
 
 
-def traffic_for(split: str, mode: str, seed: int, sizes: dict,
-                neutral: str | None = None) -> Traffic:
+def traffic_for(split: str, mode: str, seed: int, sizes: dict, **options) -> Traffic:
     """Traffic of one mode; ``metadata`` is the text traffic with prompts removed;
-    ``neutral`` names a signal to make uninformative, or ``live_start``."""
-    live = neutral == LIVE
+    ``options``: :func:`generate`'s (``neutral``, ``live``)."""
     traffic = generate(split, seed=seed, mode="text" if mode == "metadata" else mode,
-                       neutral=None if live else neutral, live=live, **sizes)
+                       **options, **sizes)
     traffic.metadata_only = mode == "metadata"
     return traffic
 
