@@ -189,15 +189,6 @@ class WorkerProcess:
         except OSError:
             return ""
 
-    def wait_for_log(self, text: str, timeout: float = 60) -> None:
-        """Until ``text`` appears in this process's log: lines logged just after the
-        group settles (the keyed reader's assignment) race a plain read."""
-        deadline = time.monotonic() + timeout
-        while text not in self.log_since_start():
-            assert self.proc.poll() is None, f"worker exited\n{self.tail()}"
-            assert time.monotonic() < deadline, f"no {text!r} in {timeout:.0f} s\n{self.tail()}"
-            time.sleep(0.2)
-
     def metrics(self) -> dict[str, float]:
         body = urllib.request.urlopen(f"{self.url}/metrics", timeout=5).read().decode()
         out = {}
@@ -216,17 +207,27 @@ class WorkerProcess:
 
     def wait_for(self, cond, timeout: float = 120, what: str = "condition") -> None:
         """Poll ``cond(metrics)`` until true; fail early if the worker exits."""
+        def met() -> bool:
+            try:
+                return cond(self.metrics())
+            except OSError:
+                return False
+        self._poll(met, timeout, what, 0.5, lambda: f"metrics={self.metrics()}")
+
+    def wait_for_log(self, text: str, timeout: float = 60) -> None:
+        """Until ``text`` appears in this process's log: lines logged just after the
+        group settles (the keyed reader's assignment) race a plain read."""
+        self._poll(lambda: text in self.log_since_start(), timeout, f"log line {text!r}", 0.2)
+
+    def _poll(self, cond, timeout: float, what: str, every: float, detail=lambda: "") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                if cond(self.metrics()):
-                    return
-            except OSError:
-                pass
+            if cond():
+                return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited:\n{self.tail()}")
-            time.sleep(0.5)
-        raise TimeoutError(f"{what} not reached; metrics={self.metrics()}\n{self.tail()}")
+            time.sleep(every)
+        raise TimeoutError(f"{what} not reached; {detail()}\n{self.tail()}")
 
     def query(self, sql: str, timeout: float = 60) -> list[list]:
         """Rows of a read-only query through the worker's ``/query`` endpoint."""
