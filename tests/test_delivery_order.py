@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.contracts.events import validate
+from pipeline.simulate.corpus import corpus_available
 from pipeline.testing.interleave import (FAULT_DAY, WINDOW, day, first_alerts, interleavings,
                                          measure, spread)
 
@@ -46,6 +47,12 @@ def test_interleavings_keep_each_tenants_order_and_differ():
             assert order != orders["event time"], name
 
 
+# Without the prompt corpus the day is the stand-in traffic (a user's bare clone): there, on
+# 8156563, 1 of its alerting tenants (t-0ee5cbe1, third window) alerts in three of the six
+# orders only: the same order dependence as the sixty-tenant day's below, on other traffic.
+@pytest.mark.xfail(not corpus_available(), strict=False,
+                   reason="stand-in traffic (no prompt corpus): one tenant's third-window "
+                          "alert depends on the delivery order, as on the sixty-tenant day")
 def test_fault_suite_day_alerts_at_the_same_window_in_every_delivery_order():
     """The fault suite's simulated day (45,548 events, 30 tenants + a hydra campaign):
     measured on commits 64dc4a4 and 0433300, 43 tenants alert in each of the six orders,
