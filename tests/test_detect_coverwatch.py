@@ -364,3 +364,53 @@ def test_the_coverage_scale_depends_on_age_and_the_embedding_space():
         assert list(got) == list(COVERAGE_BY_AGE[space])
         assert got[0] == RULE_SCALES[cov] and max(got[1:]) <= got[0] and min(got[2:]) < got[0]
     assert set(CoverwatchDetector(prior=None)._scales[cov]) == {RULE_SCALES[cov]}
+
+
+def _start_up_sweep(coverage_scale: float):
+    """A gateway met at start-up: one busy app has warmed the cell density, but the first
+    age bucket holds one of the gateway's own windows, so the rare-cell share has no
+    population figure (no prior carries it) when a sweep into rare regions finishes its
+    first window; then 40 ordinary apps finish theirs. Returns the sweep's unscaled coverage
+    score as first judged and with the figure, and every alert after the sweep started."""
+    from pipeline.detect.coverwatch import ALL_FEATURES, RULES
+    rng = np.random.default_rng(3)
+    common = rng.standard_normal((6, DIM))
+    ref = CoverwatchDetector(window=20, min_windows=20, seed=5, prior=None,
+                             population_windows=10**9)
+    for t in range(40):
+        ref.update_many(app_events(rng, common[rng.choice(6, 3, replace=False)], f"r{t}", 100))
+    scales = list(RULE_SCALES)
+    scales[[name for name, _, _ in RULES].index("coverage")] = coverage_scale
+    det = CoverwatchDetector(window=20, min_windows=20, seed=5, prior=None,
+                             rule_scales=tuple(scales))
+    det._pop.set_prior(ref._pop.hist, ref._pop.count)
+    for i in range(0, 16_400, 400):                    # the cell density warms
+        det.update_many(app_events(rng, common, "busy", 400, start=i))
+    assert det._pop.count[0] == 1
+    scored = det.update_many(sweep_events(rng, "sweep", 20, template="{}", output_tokens=300))
+    sweep = next(s.summary for s in scored if s.summary is not None)
+    x = [sweep["features"][f] for f in ALL_FEATURES]
+    cov = [name for name, _, _ in RULES].index("coverage")
+    alerts = scored.alerts()
+    for t in range(40):
+        alerts += det.update_many(app_events(rng, common[rng.choice(6, 3, replace=False)],
+                                             f"app{t}", 20)).alerts()
+    q = det._pop.quantiles(0, fresh=True)
+    return sweep["rules"][cov], det._score(x, q, 0)[0][cov], alerts
+
+
+def test_a_window_judged_before_its_age_had_rare_cell_figures_is_judged_again():
+    """Issue 14, live start: a machine-paced sweep finishes its first window before the
+    gateway's own tenants have taught the population anything, so its coverage was scored
+    without the rare-cell share, the feature that sets a sweep apart from a broad product.
+    Once the bucket holds enough of the gateway's own windows, the window is judged again
+    with it, and the alert names the window it judged."""
+    first, full, _ = _start_up_sweep(100.0)            # scores only: nothing can fire
+    assert not np.isnan(first) and full > first, (first, full)
+    _, _, alerts = _start_up_sweep((first + full) / 2)
+    assert [a.tenant_id for a in alerts] == ["sweep"], [(a.tenant_id, a.detector) for a in alerts]
+    got = alerts[0]
+    assert got.detector.split("+")[0] == "coverage"
+    assert got.evidence["rejudged"]["window"] == 1 and got.evidence["rejudged"]["events_seen"] == 20
+    assert got.evidence["rejudged"]["own_windows_now"] == 30
+    assert "queries 1-20; judged again" in got.evidence["summary"], got.evidence["summary"]

@@ -24,7 +24,9 @@ each age bucket is used once it holds ``min_windows`` summaries (prior included)
 learning at ``population_windows`` (thresholds then hold). A window that looks like an
 attack against the prior alone does not teach it: attackers are part of the traffic and
 must not become its high quantiles (a gateway whose tenants are mostly attackers would
-otherwise judge them against themselves; see ``CoverwatchDetector._teaches``). :meth:`CoverwatchDetector.calibrate` instead warms it on
+otherwise judge them against themselves; see ``CoverwatchDetector._teaches``). A window
+judged before its age bucket had a rare-cell figure is judged once more when it has one
+(:data:`REJUDGE_AT`). :meth:`CoverwatchDetector.calibrate` instead warms it on
 calibration traffic and fits the rule scales per age bucket for a target benign FPR.
 
 >>> import numpy as np
@@ -52,6 +54,7 @@ from __future__ import annotations
 import math
 import pickle
 from collections import deque
+from types import SimpleNamespace
 from typing import Iterable
 
 import numpy as np
@@ -152,6 +155,20 @@ SUMMARY_BUFFER = 10_000
 # are broader than any other traffic we have); 0.5 kept text at 13.3%, 1.0 lost a third of
 # the attackers.
 PRIOR_LEARN_BELOW = 0.75
+# The rare-cell share (``rare``) has no population figure until a window's age bucket holds
+# ``min_windows`` of the deployment's *own* windows (no prior carries it, see
+# :data:`pipeline.detect.prior.LOCAL`), so until then the coverage rule runs on its other
+# three features. Where the worker starts on a gateway that already has customers,
+# machine-paced attackers finish their first windows before human-paced customers have
+# taught the population anything: in live start (text report traffic, every tenant active
+# from the first hour) 47% of hydra members' and 5 of 8 broad sweeps' first windows were
+# judged so, against 2% and 0 when tenants arrive over the week, and ``rare`` is what sets
+# a sweep's first window apart from a broad product's (medians 0.12 hydra, 0.06 chat
+# products). Such a window that did not fire is kept (at most ``PENDING_PER_BUCKET`` a
+# bucket, the oldest dropped) and judged once more, with every feature, when its bucket
+# reaches one of these counts of own windows and has the figure.
+REJUDGE_AT = (30, 60, 120, 240, 480)
+PENDING_PER_BUCKET = 2048
 
 
 class CoverwatchDetector:
@@ -251,6 +268,9 @@ class CoverwatchDetector:
         self._hst = HalfSpaceTrees(n_trees=self.hst_trees, height=self.hst_height,
                                    window_size=self.hst_window, seed=self.seed)
         self._summaries: deque = deque(maxlen=SUMMARY_BUFFER)
+        # per bucket, windows judged before the rare-cell share had a population figure
+        # (see REJUDGE_AT); not checkpointed: after a restart they stand as first judged
+        self._pending: list[deque] = [deque(maxlen=PENDING_PER_BUCKET) for _ in range(BUCKETS)]
         scales = default_scales(self.prior) if self.rule_scales is None else self.rule_scales
         self._scales = np.broadcast_to(np.asarray(scales, dtype=float).reshape(
             len(RULES), -1), (len(RULES), BUCKETS)).copy()
@@ -437,10 +457,17 @@ class CoverwatchDetector:
             top = [(f, x[_IDX[f]], p90[_IDX[f]]) for f in sorted(
                 RULES[j][2], key=lambda f: -ex[_IDX[f]] if ex[_IDX[f]] == ex[_IDX[f]] else 0)
                    if not math.isnan(x[_IDX[f]])]
-        if feeds_population(k) and self._pop.count[bucket] < self.population_windows \
+        own = int(self._pop.count[bucket])
+        if raw < self.threshold and not s.alerting and s.n >= s.quiet_until \
+                and q is not None and q[_RARE, 0] != q[_RARE, 0] and x[_RARE] == x[_RARE] \
+                and own < self.population_windows:
+            self._pending[bucket].append((event.tenant_id, k, s.n, x, (w_v, w_p, w_tok), own))
+        if feeds_population(k) and own < self.population_windows \
                 and self._teaches(x, bucket, raw, common):
             self._pop.learn(bucket, np.array(x))
             self._hst.learn_one(x_hst)
+            if own + 1 in REJUDGE_AT and self._pending[bucket]:
+                self._rejudge(bucket, event.ts_ms, scored)
         s.smooth = 0.5 * s.smooth + 0.5 * raw if raw < s.smooth else raw
         scored.score = s.smooth
         scored.drift = s.drift_level
@@ -450,6 +477,46 @@ class CoverwatchDetector:
         scored.summary = summary
         self._summaries.append(summary)
         self._policy(s, event, scored, raw, fired, top, feats, (w_v, w_p, w_tok))
+
+    def _rejudge(self, bucket: int, ts_ms: int, scored: Scored) -> None:
+        """Judge the windows of ``bucket`` kept by :data:`REJUDGE_AT` once more, now with
+        the rare-cell share's population figure (nothing yet if it still has none). An alert
+        goes out with the event that completed the count (``ts_ms``: when the verdict was
+        reached) and names the window it judged."""
+        q = self._pop.quantiles(bucket, fresh=True)
+        if q is None or q[_RARE, 0] != q[_RARE, 0]:
+            return
+        now = int(self._pop.count[bucket])
+        for tid, k, n, x, had, own in self._pending[bucket]:
+            s = self._tenants.get(tid)
+            if s is not None and (s.alerting or s.n < s.quiet_until):
+                continue                     # an episode of its own meanwhile
+            sc, ex, p90 = self._score(x, q, bucket)[1:]
+            raw = max(sc)
+            if raw < self.threshold:
+                continue
+            fired = [RULES[i][0] for i in sorted(range(len(sc)), key=lambda i: -sc[i])
+                     if sc[i] >= self.threshold]
+            j = max(range(len(sc)), key=sc.__getitem__)
+            top = [(f, x[_IDX[f]], p90[_IDX[f]]) for f in sorted(
+                RULES[j][2], key=lambda f: -ex[_IDX[f]] if ex[_IDX[f]] == ex[_IDX[f]] else 0)
+                   if not math.isnan(x[_IDX[f]])]
+            if s is None:                    # evicted since: an episode of its own
+                s = SimpleNamespace(episode=f"rejudged-{k}", n=n, last_fired="")
+            else:
+                s.alerting, s.smooth = True, max(s.smooth, raw)
+                s.episode += 1
+            sev = "critical" if raw >= self.critical else "warning"
+            a = self._alert(s, tid, ts_ms, raw, fired, top, dict(zip(ALL_FEATURES, x)), had,
+                            sev, at=n)
+            a.evidence["rejudged"] = {"window": k, "events_seen": n, "own_windows_then": own,
+                                      "own_windows_now": now}
+            a.evidence["summary"] = a.evidence["summary"][:-1] + (
+                f" (queries {max(1, n - self.window + 1):,}-{n:,}; judged again once tenants"
+                f" of its age had a rare-cell figure: {own} of this gateway's windows at that"
+                f" age then, {now} now).")
+            scored.alerts.append(a)
+        self._pending[bucket].clear()
 
     def _score(self, x: list, q: np.ndarray, bucket: int) -> tuple[list, list, list, list]:
         """Window features ``x`` against quantiles ``q``: unscaled rule scores, scaled
@@ -507,8 +574,8 @@ class CoverwatchDetector:
                 s.alerting = False
                 s.quiet_until = s.n + self.cooldown
             elif raw >= self.critical and s.last_fired != "critical":
-                scored.alerts.append(self._alert(s, event, raw, fired, top, feats, had,
-                                                 "critical"))
+                scored.alerts.append(self._alert(s, event.tenant_id, event.ts_ms, raw, fired,
+                                                 top, feats, had, "critical"))
             return
         if s.n < s.quiet_until or raw < self.threshold or not fired:
             return
@@ -516,9 +583,12 @@ class CoverwatchDetector:
         s.episode += 1
         s.last_fired = ""
         sev = "critical" if raw >= self.critical else "warning"
-        scored.alerts.append(self._alert(s, event, raw, fired, top, feats, had, sev))
+        scored.alerts.append(self._alert(s, event.tenant_id, event.ts_ms, raw, fired, top,
+                                         feats, had, sev))
 
-    def _alert(self, s, event, raw, fired, top, feats, had, severity) -> Alert:
+    def _alert(self, s, tenant_id, ts_ms, raw, fired, top, feats, had, severity,
+               at: int | None = None) -> Alert:
+        """``at``: the tenant's event count at the end of the judged window (default: now)."""
         s.last_fired = severity
         groups: list[str] = []
         for name in fired:
@@ -529,13 +599,13 @@ class CoverwatchDetector:
         w_v, w_p, w_tok = had
         signals = [name for name, n in (("embedding", w_v), ("prompt", w_p),
                                         ("tokens", w_tok)) if n] + ["timing"]
-        summary = describe(top, self.window, s.n)
-        evidence = {"summary": f"Tenant {event.tenant_id} {summary}.",
+        summary = describe(top, self.window, s.n if at is None else at)
+        evidence = {"summary": f"Tenant {tenant_id} {summary}.",
                     "signals": signals, "fired": fired,
                     "features": {f: round(v, 4) for f, v in feats.items() if not math.isnan(v)},
                     "population_p90": {f: round(p, 4) for f, _, p in top},
                     "window": self.window}
-        return Alert.new(tenant_id=event.tenant_id, detector=detector, ts_ms=event.ts_ms,
+        return Alert.new(tenant_id=tenant_id, detector=detector, ts_ms=ts_ms,
                          severity=severity, score=raw, threshold=self.threshold,
                          events_seen=s.n, evidence=evidence,
                          episode=f"{s.episode}:{severity}")

@@ -110,12 +110,15 @@ class Population:
             h = h + self.prior[bucket]
         return _quantiles(h, self.min_windows)
 
-    def quantiles(self, bucket: int) -> np.ndarray | None:
+    def quantiles(self, bucket: int, fresh: bool = False) -> np.ndarray | None:
         """Quantiles for ``bucket`` (its own windows and its prior); while it has neither
-        enough, the nearest younger bucket's; or None."""
+        enough, the nearest younger bucket's; or None. Recomputed every ``refresh``
+        windows (``fresh``: now, leaving the kept ones as they are)."""
         for b in range(bucket, -1, -1):
             if self.count[b] < self.min_windows and self.prior[b] is None:
                 continue
+            if fresh:
+                return self._compute(b)
             if self._cache[b] is None or self.count[b] - self._cached_at[b] >= self.refresh:
                 self._cache[b] = self._compute(b)
                 self._cached_at[b] = self.count[b]
