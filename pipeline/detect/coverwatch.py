@@ -449,17 +449,10 @@ class CoverwatchDetector:
         if q is not None:
             rules, sc, ex, p90 = self._score(x, q, bucket)
             common = ex[_RARE] <= 0         # False for NaN (no rare-cell figures yet)
-            j = max(range(len(sc)), key=sc.__getitem__)
-            raw = sc[j]
-            fired = [RULES[i][0] for i in sorted(range(len(sc)), key=lambda i: -sc[i])
-                     if sc[i] >= self.threshold]
-            # the evidence leads with the rule's most extreme feature
-            top = [(f, x[_IDX[f]], p90[_IDX[f]]) for f in sorted(
-                RULES[j][2], key=lambda f: -ex[_IDX[f]] if ex[_IDX[f]] == ex[_IDX[f]] else 0)
-                   if not math.isnan(x[_IDX[f]])]
+            raw, fired, top = self._verdict(x, sc, ex, p90)
         own = int(self._pop.count[bucket])
         if raw < self.threshold and not s.alerting and s.n >= s.quiet_until \
-                and q is not None and q[_RARE, 0] != q[_RARE, 0] and x[_RARE] == x[_RARE] \
+                and x[_RARE] == x[_RARE] and not self._has_rare_figure(q) \
                 and own < self.population_windows:
             self._pending[bucket].append((event.tenant_id, k, s.n, x, (w_v, w_p, w_tok), own))
         if feeds_population(k) and own < self.population_windows \
@@ -484,23 +477,16 @@ class CoverwatchDetector:
         goes out with the event that completed the count (``ts_ms``: when the verdict was
         reached) and names the window it judged."""
         q = self._pop.quantiles(bucket, fresh=True)
-        if q is None or q[_RARE, 0] != q[_RARE, 0]:
+        if not self._has_rare_figure(q):
             return
         now = int(self._pop.count[bucket])
         for tid, k, n, x, had, own in self._pending[bucket]:
             s = self._tenants.get(tid)
             if s is not None and (s.alerting or s.n < s.quiet_until):
                 continue                     # an episode of its own meanwhile
-            sc, ex, p90 = self._score(x, q, bucket)[1:]
-            raw = max(sc)
-            if raw < self.threshold:
+            raw, fired, top = self._verdict(x, *self._score(x, q, bucket)[1:])
+            if not fired:
                 continue
-            fired = [RULES[i][0] for i in sorted(range(len(sc)), key=lambda i: -sc[i])
-                     if sc[i] >= self.threshold]
-            j = max(range(len(sc)), key=sc.__getitem__)
-            top = [(f, x[_IDX[f]], p90[_IDX[f]]) for f in sorted(
-                RULES[j][2], key=lambda f: -ex[_IDX[f]] if ex[_IDX[f]] == ex[_IDX[f]] else 0)
-                   if not math.isnan(x[_IDX[f]])]
             if s is None:                    # evicted since: an episode of its own
                 s = SimpleNamespace(episode=f"rejudged-{k}", n=n, last_fired="")
             else:
@@ -517,6 +503,25 @@ class CoverwatchDetector:
                 f" age then, {now} now).")
             scored.alerts.append(a)
         self._pending[bucket].clear()
+
+    def _verdict(self, x: list, sc: list, ex: list, p90: list) -> tuple[float, list, list]:
+        """From a window's scaled rule scores: its score, the rules at or above the
+        threshold (highest first), and the evidence (the top rule's features, its most
+        extreme first)."""
+        j = max(range(len(sc)), key=sc.__getitem__)
+        fired = [RULES[i][0] for i in sorted(range(len(sc)), key=lambda i: -sc[i])
+                 if sc[i] >= self.threshold]
+        top = [(f, x[_IDX[f]], p90[_IDX[f]]) for f in sorted(
+            RULES[j][2], key=lambda f: -ex[_IDX[f]] if ex[_IDX[f]] == ex[_IDX[f]] else 0)
+               if not math.isnan(x[_IDX[f]])]
+        return sc[j], fired, top
+
+    def _has_rare_figure(self, q: np.ndarray | None) -> bool:
+        """Whether quantiles ``q`` give the rare-cell share a population figure."""
+        if q is None:
+            return False
+        med = self._bounds(q)[0][_RARE]
+        return med == med                    # NaN: fewer than min_windows own figures
 
     def _score(self, x: list, q: np.ndarray, bucket: int) -> tuple[list, list, list, list]:
         """Window features ``x`` against quantiles ``q``: unscaled rule scores, scaled
