@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+from datetime import datetime
 
 import numpy as np
 import orjson
@@ -123,6 +124,26 @@ def test_accounts_seen_in_the_first_day_are_established():
     _, alerts = _run(pairs)
     assert alerts, "account_created_at marks the young accounts as new"
     assert "new accounts" in alerts[0].evidence["signals"]
+
+
+def test_a_hydra_that_finishes_before_the_customers_have_taught_the_baseline_is_named():
+    # the worker starts while a hydra runs: its machine-paced members send all their queries
+    # in the first hours, before human-paced customers reach 50 queries, so at first the
+    # hydra *is* the typical account and nothing about it stands out. Its summaries and
+    # groups are judged again as the baseline grows (RETEST_AT), and the alert goes out then
+    rng = np.random.default_rng(6)
+    apps = [(Event(f"a{j}-{i}", T0 + 1_200_000 * i + 7_000 * j, f"app{j}", model="big",
+                   endpoint="/chat", output_tokens=150, user_agent=f"app/{j}",
+                   client_ip=f"203.0.{j}.9"), int(rng.choice(topic)))
+            for j, topic in enumerate(rng.integers(1, 4097, (180, 12))) for i in range(110)]
+    hydra = _sweep(rng, n_acc=60, start_h=0.2, spread_h=1)
+    runner, alerts = _run(apps + hydra)
+    assert alerts, "a hydra met at start-up is named once the baseline holds the customers"
+    named = {alerts[-1].tenant_id, *alerts[-1].related_tenants}
+    assert all(t.startswith("hydra-") for t in named)
+    assert len(named) >= 54                                # >= 90% of 60
+    first = datetime.fromisoformat(alerts[0].ts.replace("Z", "+00:00")).timestamp() * 1000
+    assert first > max(e.ts_ms for e, _ in hydra)          # after the hydra stopped
 
 
 def test_independent_broad_products_sharing_nothing_are_not_a_campaign():

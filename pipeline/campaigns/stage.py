@@ -24,8 +24,9 @@ How a campaign is found (no labels; population baselines learned online):
    worker starts is still one operation (report split, text mode: 73 -> 92 of 97 hydra
    members named with the per-tenant rules, no benign tenant more).
    Nothing is a candidate until its bucket has ``warmup`` summaries. Once a campaign is
-   confirmed, an account at or above the population *median* may join it (never open a
-   group): members of a campaign that dominates its own population are still named. So may
+   confirmed, a young, broad (``min_breadth``), rarely re-asking account may join it
+   without the rank (never open a group), on the same keys and profile checks: members of
+   a campaign that dominates its own population are still named. So may
    an account still under 50 queries, from its *early* summary (the sketcher's, 6 hours
    after its first query, at 20 or more: members arriving at a human pace), on breadth
    alone; an early summary never opens a group, is never a candidate and does not teach
@@ -46,7 +47,15 @@ How a campaign is found (no labels; population baselines learned online):
 3. **The campaign test.** A group of at least ``min_members`` whose members together reached
    at least ``min_ratio`` times the distinct cells as many typical accounts (population
    median breadth) of the same sizes reach is a campaign; its MinHash union is reported; from then on every joining account is named at once
-   (typically at its first summary, after 50 queries).
+   (typically at its first summary, after 50 queries). A group is compared with the
+   accounts outside it: its members' own summaries are taken out of the baseline first.
+4. **Judged again as the baseline grows.** A worker started while a hydra runs meets its
+   machine-paced members before human-paced customers reach 50 queries: at first the
+   hydra *is* the typical account. Summaries that were not candidates (but young, broad
+   and rarely re-asking) are kept (``max_pending``, checkpointed) and, with every
+   unalerted group, judged again when a bucket's baseline reaches 160, 320, ... summaries
+   (:data:`RETEST_AT`; report split, text, every tenant active from the first hour: 78 ->
+   279 of 293 hydra members named, no benign tenant more).
 
 One tenant with many API keys is one account here (sketches are per tenant), so a large
 customer's keys never form a group; accounts over ``young_queries`` queries never join
@@ -96,6 +105,16 @@ _REGION_BINS = 65
 _TOKEN_BINS = 64
 _LOG_MAX_TOKENS = math.log(8192.0)
 HOUR_MS = 3_600_000
+# Baseline sizes (summaries in one query-count bucket) at which deferred summaries and
+# unalerted groups are judged again (CampaignStage._retest). From 160, not the warmup: a
+# reseller's chat products behind one address, signing up over a day, met a baseline of 40
+# at the hour their group was tested and were called a campaign (session 18).
+RETEST_AT = frozenset(160 * 2 ** k for k in range(7))
+_LAST_RETEST = max(RETEST_AT)
+# summary fields the stage reads (a deferred summary keeps only these)
+_KEPT = ("account", "queries", "ts_ms", "first_ts_ms", "with_cells", "distinct_cells",
+         "regions", "exact_repeat", "model", "endpoint", "user_agent", "ip_prefixes",
+         "skeletons", "gap_log10_mean", "out_tokens_log", "account_created_ms")
 
 
 def bucket_of(queries: int) -> int:
@@ -251,8 +270,10 @@ class CampaignStage:
                  tok_tol: float | None = None, warmup: int = 20, established_after_ms: int = 24 * HOUR_MS,
                  new_account_ms: int = 7 * 24 * HOUR_MS,
                  max_open: int = 64, max_groups: int = 5000, max_listed: int = 5000,
-                 min_tokens_quantile: float | None = None, seed: int = 0):
+                 min_tokens_quantile: float | None = None, max_pending: int = 4096,
+                 seed: int = 0):
         self.min_members = min_members
+        self.max_pending = max_pending
         self.min_tokens_quantile = min_tokens_quantile
         self.min_ratio = min_ratio
         self.max_jaccard = max_jaccard
@@ -278,8 +299,8 @@ class CampaignStage:
         if young_queries < 50 or rate_tol <= 0 or (tok_tol is not None and tok_tol <= 0) \
                 or warmup < 1:
             raise ValueError("need young_queries >= 50, rate_tol > 0, tok_tol > 0, warmup >= 1")
-        if max_open < 1 or max_groups < 1 or max_listed < 1:
-            raise ValueError("max_open, max_groups and max_listed must be >= 1")
+        if max_open < 1 or max_groups < 1 or max_listed < 1 or max_pending < 1:
+            raise ValueError("max_open, max_groups, max_listed and max_pending must be >= 1")
         self._reset()
 
     def _reset(self) -> None:
@@ -287,6 +308,7 @@ class CampaignStage:
         self._groups: OrderedDict[int, _Group] = OrderedDict()
         self._index: dict[tuple, deque] = {}
         self._member_of: dict[str, int] = {}
+        self._pending: OrderedDict[str, tuple] = OrderedDict()  # summaries to judge again
         self._global = None                 # MinHash union of every account: cells reachable
         self._next_gid = 1
         self._first_ts = -1
@@ -325,27 +347,33 @@ class CampaignStage:
         # join a confirmed campaign; it neither opens a group nor teaches the baselines
         early = q < CHECKPOINTS[0]
         cand = warm and not early and self._candidate(summary, b, breadth, regions, nv, q)
+        retest = []
         if not early:
             self._base.learn(b, breadth, regions, summary.get("out_tokens_log"))
+            if self._base.n[b] in RETEST_AT:
+                retest = self._retest(summary)
         gid = self._member_of.get(acct)
         if gid is not None:
             g = self._groups.get(gid)
             if g is not None:
                 self._refresh(g, acct, summary, mh)
-                return self._maybe_alert(g, summary, joined=False)
+                return retest + self._maybe_alert(g, summary, joined=False)
             del self._member_of[acct]
         loose = warm and not cand and self._candidate(summary, b, breadth, regions, nv, q,
                                                       loose=True)
-        if not (cand or loose):
-            return []
-        self._expire()
-        g = self._find_group(summary, mh, alerted_only=not cand)
+        g = None
+        if cand or loose:
+            self._expire()
+            g = self._find_group(summary, mh, alerted_only=not cand)
         if g is None:
             if not cand:
-                return []
+                if not early and self._base.n[b] < _LAST_RETEST \
+                        and self._candidate(summary, b, breadth, regions, nv, q, ranked=False):
+                    self._defer(summary, mh)
+                return retest
             g = self._open(summary, mh)
         self._join(g, summary, mh)
-        return self._maybe_alert(g, summary, joined=True)
+        return retest + self._maybe_alert(g, summary, joined=True)
 
     def update_many(self, summaries) -> list[Alert]:
         return [a for s in summaries for a in self.update(s)]
@@ -363,7 +391,7 @@ class CampaignStage:
                 setattr(self, k, v)
 
     def _state(self) -> dict:
-        keys = ("_base", "_groups", "_index", "_member_of", "_global", "_next_gid",
+        keys = ("_base", "_groups", "_index", "_member_of", "_pending", "_global", "_next_gid",
                 "_first_ts", "_now", "summaries")
         return {"kind": "campaign-stage", **{k: getattr(self, k) for k in keys}}
 
@@ -378,16 +406,20 @@ class CampaignStage:
 
     # -- internals --------------------------------------------------------------------------
     def _candidate(self, s: dict, b: int, breadth: float, regions: int, nv: int,
-                   q: int, loose: bool = False) -> bool:
-        """Sweep-like for its query count; ``loose``: only at the population median, which
-        lets an account join a confirmed campaign, but then it must re-ask half as often."""
+                   q: int, loose: bool = False, ranked: bool = True) -> bool:
+        """Sweep-like for its query count: the absolute conditions, then breadth and
+        coverage at the ``candidate_quantile`` of its bucket. ``loose`` (joining a confirmed
+        campaign) and ``ranked=False`` (worth judging again): the absolute conditions only,
+        ``loose`` re-asking half as often."""
         if q > self.young_queries or nv < 0.5 * q or breadth < self.min_breadth \
                 or not self._band_keys(s):
             return False
         rep = s.get("exact_repeat")
         if rep is not None and rep > (self.max_repeat / 2 if loose else self.max_repeat):
             return False
-        qq = 0.5 if loose else self.candidate_quantile
+        if not ranked or loose:
+            return True
+        qq = self.candidate_quantile
         if q < CHECKPOINTS[0]:   # an early summary: fewer queries, fewer regions; breadth only
             return breadth >= self._base.breadth_q(b, qq)
         return breadth >= self._base.breadth_q(b, qq) and regions >= self._base.regions_q(b, qq)
@@ -544,20 +576,92 @@ class CampaignStage:
         g.last_ts = max(g.last_ts, int(s["ts_ms"]))
         self._groups.move_to_end(g.gid)
 
+    def _defer(self, s: dict, mh: np.ndarray) -> None:
+        """Keep a summary judged against a young baseline (its bucket under the last of
+        :data:`RETEST_AT`) that was not a candidate, for :meth:`_retest`: only the fields the
+        stage reads, at most ``max_pending`` (oldest dropped first)."""
+        acct = s["account"]
+        self._pending[acct] = ({k: s[k] for k in _KEPT if k in s}, mh)
+        self._pending.move_to_end(acct)
+        if len(self._pending) > self.max_pending:
+            self._pending.popitem(last=False)
+
+    def _retest(self, s: dict) -> list[Alert]:
+        """Judge deferred summaries and unalerted groups again, now that a bucket's baseline
+        has grown (:data:`RETEST_AT`). Both were otherwise judged only when a summary arrived,
+        and machine-paced accounts often finish before human-paced customers have taught the
+        baseline what a typical account reaches (a worker started while a hydra runs). A
+        deferred summary joins a group as it would have on arrival (a confirmed campaign
+        only, if it is at the median but not a candidate); its last chance is when its
+        bucket reaches the last count. Alerts go out with ``s``, the summary that completed
+        the count."""
+        out: dict[int, Alert] = {}
+        confirmed = True
+        while confirmed:               # a group confirmed here may take the loose ones
+            joined = self._judge_pending()
+            confirmed = False
+            for g in list(self._groups.values()):
+                if g.n_members >= self.min_members and (not g.alerted or g.gid in joined):
+                    was = g.alerted
+                    self._consistent(g)
+                    for a in self._test(g, s):
+                        out[g.gid] = a
+                        confirmed |= not was
+        return list(out.values())
+
+    def _judge_pending(self) -> set[int]:
+        """Deferred summaries that now join a group; the groups they joined."""
+        joined: set[int] = set()
+        for acct, (p, mh) in list(self._pending.items()):
+            q, nv = int(p["queries"]), int(p.get("with_cells") or 0)
+            b = bucket_of(q)
+            if acct in self._member_of:
+                del self._pending[acct]
+                continue
+            if self._base.n[b] < self.warmup:
+                continue
+            args = (p, b, min(1.0, p["distinct_cells"] / nv), int(p.get("regions") or 0), nv, q)
+            g = None
+            if self._candidate(*args):
+                g = self._find_group(p, mh) or self._open(p, mh)
+            elif self._candidate(*args, loose=True):
+                g = self._find_group(p, mh, alerted_only=True)
+            if g is not None:
+                self._join(g, p, mh)
+                joined.add(g.gid)
+            if g is not None or self._base.n[b] >= _LAST_RETEST:
+                del self._pending[acct]
+        return joined
+
     def _typical_account(self, q: float) -> float:
         """Distinct cells a typical account (population median breadth) reaches in ``q``."""
         med = self._base.breadth_q(bucket_of(int(q)), 0.5)
         return (0.5 if math.isnan(med) else max(med, 0.02)) * q
 
-    def _typical_sum(self, qs: np.ndarray) -> float:
-        """Distinct cells as many typical accounts of these query counts reach in all."""
+    def _typical_sum(self, qs: np.ndarray, cells: np.ndarray | None = None) -> float:
+        """Distinct cells as many typical accounts of these query counts reach in all.
+        ``cells``: the members' distinct cells; their own summaries are then taken out of
+        the baseline first (a group is compared with the accounts outside it: a hydra of
+        hundreds of accounts would otherwise be the typical account itself)."""
+        own = None
+        if cells is not None:
+            own = np.zeros_like(self._base.breadth)
+            bins = np.minimum((cells / np.maximum(qs, 1) * _BREADTH_BINS).astype(int),
+                              _BREADTH_BINS - 1)
+            np.add.at(own, ([bucket_of(int(q)) for q in qs.tolist()], bins), 1.0)
         med: dict[int, float] = {}
         total = 0.0
         for q in qs.tolist():
             b = bucket_of(int(q))
             m = med.get(b)
             if m is None:
-                m = med[b] = self._typical_account(50 * 2 ** b) / (50 * 2 ** b)
+                if own is None:
+                    m = self._typical_account(50 * 2 ** b) / (50 * 2 ** b)
+                else:
+                    h = np.maximum(self._base.breadth[b] - own[b], 0.0)
+                    m = _Baseline._q(h, 0.5, 1.0 / _BREADTH_BINS)
+                    m = 0.5 if math.isnan(m) else max(m, 0.02)
+                med[b] = m
             total += m * q
         return total
 
@@ -569,8 +673,14 @@ class CampaignStage:
             self._consistent(g)              # full pass (O(members)): small or every 64 joins
         elif acct in g.members and acct not in g.names[-1:] and self._fits(g, g.members[acct]):
             g.names.append(acct)
+        if joined and acct not in g.names:
+            return []
+        return self._test(g, s)
+
+    def _test(self, g: _Group, s: dict) -> list[Alert]:
+        """The campaign test on the named members; the (re-)emitted alert if it passes."""
         names = g.names
-        if len(names) < self.min_members or (joined and acct not in names):
+        if len(names) < self.min_members:
             return []
         sample = names if len(names) <= 1000 else names[:500] + names[-500:]
         vals = [g.members[a] for a in sample]
@@ -578,7 +688,7 @@ class CampaignStage:
         scale = len(names) / len(sample)
         reach = scale * sum(v[1] for v in vals)
         union = max(minhash_distinct(g.union), max(v[1] for v in vals))
-        typical = scale * self._typical_sum(qs)
+        typical = scale * self._typical_sum(qs, np.array([v[1] for v in vals], dtype=float))
         ratio = reach / max(typical, 1.0)
         if not g.alerted and (ratio < self.min_ratio or self._short_answers(g)):
             return []
