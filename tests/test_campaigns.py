@@ -278,6 +278,16 @@ def test_memory_bounded():
                    "model": int(rng.integers(1, 1000)), "endpoint": 1})
     assert st.groups <= 50
     assert len(pickle.dumps(st)) < 2_000_000
+    # summaries kept to judge again (a baseline that is not warm yet) are bounded too
+    st = CampaignStage(max_pending=100, warmup=10**6)
+    for i in range(1000):
+        st.update({"account": f"a{i}", "ts_ms": T0 + i, "first_ts_ms": T0 + i, "queries": 50,
+                   "with_cells": 50, "distinct_cells": 50, "regions": 30,
+                   "minhash": rng.integers(0, 2**32, 64).tolist(), "exact_repeat": 0.0,
+                   "user_agent": 7, "ip_prefixes": [int(rng.integers(1, 2**31))],
+                   "model": 1, "endpoint": 1, "prompts": ["raw text is not kept"]})
+    assert len(st._pending) == 100 and "a999" in st._pending
+    assert b"raw text" not in st.dump()
 
 
 def test_bad_arguments():
