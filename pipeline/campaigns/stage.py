@@ -592,9 +592,8 @@ class CampaignStage:
         and machine-paced accounts often finish before human-paced customers have taught the
         baseline what a typical account reaches (a worker started while a hydra runs). A
         deferred summary joins a group as it would have on arrival (a confirmed campaign
-        only, if it is at the median but not a candidate); its last chance is when its
-        bucket reaches the last count. Alerts go out with ``s``, the summary that completed
-        the count."""
+        only, if it is not a candidate); its last chance is when its bucket reaches the
+        last count. Alerts go out with ``s``, the summary that completed the count."""
         out: dict[int, Alert] = {}
         confirmed = True
         while confirmed:               # a group confirmed here may take the loose ones
