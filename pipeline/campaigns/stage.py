@@ -364,14 +364,12 @@ class CampaignStage:
         g = None
         if cand or loose:
             self._expire()
-            g = self._find_group(summary, mh, alerted_only=not cand)
+            g = self._place(summary, mh, cand)
         if g is None:
-            if not cand:
-                if not early and self._base.n[b] < _LAST_RETEST \
-                        and self._candidate(summary, b, breadth, regions, nv, q, ranked=False):
-                    self._defer(summary, mh)
-                return retest
-            g = self._open(summary, mh)
+            if not early and self._base.n[b] < _LAST_RETEST \
+                    and self._candidate(summary, b, breadth, regions, nv, q, ranked=False):
+                self._defer(summary, mh)
+            return retest
         self._join(g, summary, mh)
         return retest + self._maybe_alert(g, summary, joined=True)
 
@@ -480,6 +478,12 @@ class CampaignStage:
                 if best is None or (g.alerted, g.n_members) > (best.alerted, best.n_members):
                     best = g
         return best
+
+    def _place(self, s: dict, mh: np.ndarray, cand: bool) -> _Group | None:
+        """The group an account joins: the best one filed under its keys (a confirmed
+        campaign only, unless it is a candidate), else a new one for a candidate."""
+        g = self._find_group(s, mh, alerted_only=not cand)
+        return self._open(s, mh) if g is None and cand else g
 
     def _open(self, s: dict, mh: np.ndarray) -> _Group:
         gid = self._next_gid
@@ -620,11 +624,8 @@ class CampaignStage:
             if self._base.n[b] < self.warmup:
                 continue
             args = (p, b, min(1.0, p["distinct_cells"] / nv), int(p.get("regions") or 0), nv, q)
-            g = None
-            if self._candidate(*args):
-                g = self._find_group(p, mh) or self._open(p, mh)
-            elif self._candidate(*args, loose=True):
-                g = self._find_group(p, mh, alerted_only=True)
+            cand = self._candidate(*args)
+            g = self._place(p, mh, cand) if cand or self._candidate(*args, loose=True) else None
             if g is not None:
                 self._join(g, p, mh)
                 joined.add(g.gid)
@@ -632,37 +633,23 @@ class CampaignStage:
                 del self._pending[acct]
         return joined
 
-    def _typical_account(self, q: float) -> float:
-        """Distinct cells a typical account (population median breadth) reaches in ``q``."""
-        med = self._base.breadth_q(bucket_of(int(q)), 0.5)
-        return (0.5 if math.isnan(med) else max(med, 0.02)) * q
-
-    def _typical_sum(self, qs: np.ndarray, cells: np.ndarray | None = None) -> float:
-        """Distinct cells as many typical accounts of these query counts reach in all.
-        ``cells``: the members' distinct cells; their own summaries are then taken out of
-        the baseline first (a group is compared with the accounts outside it: a hydra of
-        hundreds of accounts would otherwise be the typical account itself)."""
-        own = None
-        if cells is not None:
-            own = np.zeros_like(self._base.breadth)
-            bins = np.minimum((cells / np.maximum(qs, 1) * _BREADTH_BINS).astype(int),
-                              _BREADTH_BINS - 1)
-            np.add.at(own, ([bucket_of(int(q)) for q in qs.tolist()], bins), 1.0)
+    def _typical_sum(self, qs: np.ndarray, cells: np.ndarray) -> float:
+        """Distinct cells as many typical accounts of these query counts (``qs``) reach in
+        all. The typical account is the median of the accounts *outside* the group: the
+        members' own summaries (``cells`` distinct cells each, binned as cells / queries)
+        are taken out of the baseline first, or a hydra of hundreds of accounts would be
+        the typical account itself."""
+        buckets = [bucket_of(int(q)) for q in qs.tolist()]
+        own = np.zeros_like(self._base.breadth)
+        bins = np.minimum((cells / np.maximum(qs, 1) * _BREADTH_BINS).astype(int),
+                          _BREADTH_BINS - 1)
+        np.add.at(own, (buckets, bins), 1.0)
         med: dict[int, float] = {}
-        total = 0.0
-        for q in qs.tolist():
-            b = bucket_of(int(q))
-            m = med.get(b)
-            if m is None:
-                if own is None:
-                    m = self._typical_account(50 * 2 ** b) / (50 * 2 ** b)
-                else:
-                    h = np.maximum(self._base.breadth[b] - own[b], 0.0)
-                    m = _Baseline._q(h, 0.5, 1.0 / _BREADTH_BINS)
-                    m = 0.5 if math.isnan(m) else max(m, 0.02)
-                med[b] = m
-            total += m * q
-        return total
+        for b in set(buckets):
+            m = _Baseline._q(np.maximum(self._base.breadth[b] - own[b], 0.0), 0.5,
+                             1.0 / _BREADTH_BINS)
+            med[b] = 0.5 if math.isnan(m) else max(m, 0.02)
+        return float(sum(med[b] * q for b, q in zip(buckets, qs.tolist())))
 
     def _maybe_alert(self, g: _Group, s: dict, joined: bool) -> list[Alert]:
         if g.n_members < self.min_members or (g.alerted and not joined):
