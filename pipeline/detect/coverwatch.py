@@ -136,7 +136,19 @@ RULE_SCALES = (0.85, 1.15, 2.0, 0.5, 2.5)
 # later, tenants of the same age are broader on average and a sweep's score falls below
 # it (issue 14, ``coverwatch bench age``), so a thief whose first 50 queries are ordinary
 # went unseen.
-COVERAGE_BY_AGE = {"provided": (1.15, 1.15, 0.98, 1.02, 0.82, 0.6, 0.5, 0.5),
+# ``provided`` was read again (session 19) on calib traffic with one attacker per family:
+# read on calib as generated, where machine-paced sweeps are most of the tenants old enough
+# for buckets 4-7, it had fallen to 0.5-0.82 there, scales fitted to a population of
+# attackers. On the report split with attackers that rare (every tenant active from the
+# first hour) those scales flagged 15.3% of ordinary benign tenants (chat products 75%); these
+# flag 2.9% (2%), the attackers 88.6% -> 86.3% (a few hydra members). Where attackers are
+# a fifth of the tenants, as in ``bench detect``, the old scales caught more of them; a
+# benign tenant's verdict must not depend on how many attackers share its gateway.
+# ``text`` is the session-10 reading: read again the same way it would be (1.15, 1.14, 1.08,
+# 1.08, 0.99, 1.03, 1.03, 1.03), and on the report split that lowers ordinary benign FPR
+# with rare attackers only from 4.0% to 1.8% but costs slow-and-low 88% -> 50% and
+# adaptive 25% -> 0 at live start (per-tenant rules, ``bench/README.md``).
+COVERAGE_BY_AGE = {"provided": (1.15, 1.15, 1.11, 1.02, 1.03, 1.15, 1.15, 1.15),
                    "text": (1.15, 1.07, 1.1, 0.95, 0.87, 0.97, 0.76, 0.76)}
 MIN_RULE_SCALE = 0.5
 CALIBRATION_TENANTS = 100    # per age bucket, to fit that bucket's own scales
