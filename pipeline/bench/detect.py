@@ -38,6 +38,11 @@ EMBED_BATCH = 256
 
 
 LIVE = "live_start"   # a robustness column: the deployment set-up, not an attacker signal
+# another: one tenant per attack family (hydras as usual), so attackers are not a fifth of
+# the population benign tenants are judged against (a benign verdict must not depend on it)
+RARE = "attackers_rare"
+SETUPS = {LIVE: ({"live": True}, "every tenant from the first hour", "live start"),
+          RARE: ({"attackers": 1}, "one attacker per family", "attackers rare")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,11 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma list: provided (MiniLM vectors in events), text (prompt "
                              "only), metadata (neither: gateways that do not log prompts)")
     parser.add_argument("--robustness",
-                        default="answer_length,client,pace,cot_wording,live_start",
+                        default="answer_length,client,pace,cot_wording,live_start,"
+                                "attackers_rare",
                         help="comma list of attacker-controlled signals to make uninformative "
                              "in turn, each a run of coverwatch-online (empty: none); "
                              "live_start: every tenant, attackers included, active from the "
-                             "first hour (detection starts on a gateway with customers)")
+                             "first hour (detection starts on a gateway with customers); "
+                             "attackers_rare: one tenant per attack family (benign verdicts "
+                             "when attackers are not a fifth of the population)")
     parser.add_argument("--detectors",
                         default="coverwatch,coverwatch-online,volume,prada,coverage,mmd",
                         help="coverwatch-online: our detector as the worker runs it, with no "
@@ -174,14 +182,15 @@ def robustness(mode: str, seed: int, sizes: dict, embedder, signals: list[str]) 
     """``coverwatch-online`` on report traffic where one attacker-controlled signal at a time
     (answer length, client, pace, chain-of-thought wording) has the same distribution for
     attackers and benign tenants: no family may depend on one of them alone; and
-    (:data:`LIVE`) where every tenant is already active when detection starts."""
+    (:data:`SETUPS`) where every tenant is already active when detection starts, or where
+    attackers are rare."""
     out = {}
     for signal in signals:
-        live = signal == LIVE
-        traffic = traffic_for("report", mode, seed, sizes,
-                              **({"live": True} if live else {"neutral": signal}))
+        options, _, label = SETUPS.get(signal, ({"neutral": signal}, "",
+                                                f"{signal} uninformative"))
+        traffic = traffic_for("report", mode, seed, sizes, **options)
         first, _ = drive(traffic, {"coverwatch-online": make_coverwatch(mode=mode)}, embedder,
-                         label=f"{mode}, {'live start' if live else signal + ' uninformative'}")
+                         label=f"{mode}, {label}")
         out[signal] = evaluate(traffic.labels, first["coverwatch-online"])
     return out
 
@@ -324,13 +333,16 @@ def markdown(result: dict) -> str:
         if rob:
             base = dets.get("coverwatch-online")
             cols = ([("as generated", base)] if base else []) + [
-                ("every tenant from the first hour" if k == LIVE
+                (SETUPS[k][1] if k in SETUPS
                  else f"{k.replace('_', ' ')} uninformative", v) for k, v in rob.items()]
             lines += ["", "Robustness: `coverwatch-online` with one attacker-controlled signal "
                       "at a time drawn from the benign tenants' distribution"
-                      + ("; and with every tenant, attackers included, already active in the "
+                      + ("; with every tenant, attackers included, already active in the "
                          "first hour of the stream (detection starts on a gateway with "
-                         "customers)" if LIVE in rob else "") + ".", "",
+                         "customers)" if LIVE in rob else "")
+                      + ("; and with one tenant per attack family (hydras as usual), so "
+                         "attackers are not a fifth of the population benign tenants are "
+                         "judged against" if RARE in rob else "") + ".", "",
                       "| family | " + " | ".join(c for c, _ in cols) + " |",
                       "|---|" + "---:|" * len(cols)]
             for fam in [f for f in ATTACKS + BENIGN if f in first]:

@@ -171,9 +171,11 @@ class EventList(Sequence):
         return self._t.iter_events()
 
 
-def family_counts(n_tenants: int) -> dict[str, int]:
-    """Tenants per family (hydra: campaigns) for ``n_tenants`` non-hydra tenants."""
-    n_att = max(MIN_PER_ATTACK, round(ATTACK_SHARE * n_tenants))
+def family_counts(n_tenants: int, attackers: int | None = None) -> dict[str, int]:
+    """Tenants per family (hydra: campaigns) for ``n_tenants`` non-hydra tenants;
+    ``attackers``: tenants per attack family other than hydra (default: their share)."""
+    n_att = max(MIN_PER_ATTACK, round(ATTACK_SHARE * n_tenants)) if attackers is None \
+        else attackers
     counts = {f: n_att for f in ATTACKS if f != "hydra"}
     counts["hydra"] = max(1, round(n_tenants / 250))
     rest = max(len(BENIGN), n_tenants - sum(v for k, v in counts.items() if k != "hydra"))
@@ -186,7 +188,7 @@ def generate(split: str = "report", seed: int = 0, scale: float = 1.0, *,
              mode: str = "provided", tenants: int | None = None, days: float | None = None,
              hydra_accounts: tuple[int, int] = (20, 200),
              account_ages: bool = False, neutral: str | None = None,
-             live: bool = False) -> Traffic:
+             live: bool = False, attackers: int | None = None) -> Traffic:
     """Labelled traffic of ``tenants`` (default ``400 * scale``) over ``days`` (default 7).
 
     ``hydra_accounts`` bounds the accounts per hydra campaign (one campaign per 250
@@ -198,7 +200,12 @@ def generate(split: str = "report", seed: int = 0, scale: float = 1.0, *,
     detection starts on a gateway whose every tenant, attackers included, is already
     active: each tenant's stream is moved earlier, unchanged in shape, so its first query
     falls in the first hour (the independent evaluation's set-up in issue 14).
+    ``attackers``: tenants per attack family other than hydra (default: a share of
+    ``tenants`` that makes attackers about a fifth of them; 1 is a gateway where attackers
+    are rare, so they do not make up much of the population benign tenants are judged by).
     """
+    if attackers is not None and attackers < 1:
+        raise ValueError("attackers must be >= 1")
     if neutral is not None and neutral not in plans.NEUTRAL:
         raise ValueError(f"neutral must be one of {plans.NEUTRAL}, not {neutral!r}")
     if mode not in MODES:
@@ -212,7 +219,7 @@ def generate(split: str = "report", seed: int = 0, scale: float = 1.0, *,
     ctx = Ctx(pool=pool, rng=rng, start_ms=start, end_ms=start + int(days * DAY_MS),
               neutral=neutral)
     streams: list[TenantStream] = []
-    for family, count in family_counts(n_tenants).items():
+    for family, count in family_counts(n_tenants, attackers).items():
         for _ in range(count):
             if family == "hydra":
                 lo, hi = hydra_accounts
