@@ -143,3 +143,23 @@ def test_live_start_moves_every_tenant_into_the_first_hour_unchanged_in_shape():
     for tid, ts in live.items():
         assert ts[0] <= runs[1].start_ms + 3_600_000, tid
         assert np.array_equal(np.diff(ts), np.diff(base[tid])), tid
+
+
+def test_attackers_rare_keeps_one_tenant_per_attack_family_and_every_benign_one():
+    """``attackers=1`` (``bench detect``'s ``attackers_rare`` column): one tenant per attack
+    family but hydra, whose campaigns stay; benign tenants fill the same total, so benign
+    verdicts can be compared with a population where attackers are a fifth of the tenants."""
+    from collections import Counter
+    kw = dict(split="report", seed=3, tenants=60, days=1, hydra_accounts=(10, 10))
+    runs = [generate(**kw), generate(**kw, attackers=1)]
+    fams = [Counter(lab["family"] for lab in t.labels.values()) for t in runs]
+    for f in ATTACKS:
+        if f != "hydra":
+            assert fams[1][f] == 1 < fams[0][f], (f, fams)
+    assert fams[1]["hydra"] == fams[0]["hydra"] >= 10
+    benign = [{f: n for f, n in c.items() if f not in ATTACKS} for c in fams]
+    assert benign[1].keys() == benign[0].keys()
+    assert all(benign[1][f] >= n for f, n in benign[0].items())
+    assert sum(benign[1].values()) > sum(benign[0].values())
+    with pytest.raises(ValueError):
+        generate(**kw, attackers=0)
