@@ -15,17 +15,18 @@ from pathlib import Path
 
 import orjson
 
+from pipeline import web_tls
 from pipeline.settings import Settings
 
 
 def _via_worker(s: Settings, sql: str, parameters: dict | None):
     req = urllib.request.Request(
-        f"http://127.0.0.1:{s.web_port}/query",
+        f"{web_tls.local_url(s)}/query",
         data=orjson.dumps({"sql": sql, "parameters": parameters or {}, "dsn": s.clickhouse_dsn}),
         headers={"Content-Type": "application/json",
                  **({"Authorization": f"Bearer {s.query_token}"} if s.query_token else {})})
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
+        with urllib.request.urlopen(req, timeout=60, context=web_tls.client_context(s)) as resp:
             body = orjson.loads(resp.read())
     except urllib.error.HTTPError as exc:
         if exc.code == 409:

@@ -57,6 +57,8 @@ class Settings:
     web_port: int = 6066
     web_host: str = "127.0.0.1"     # the interface the web port binds ("0.0.0.0": all)
     query_token: str = ""           # /query needs it when set; unset: loopback peers only
+    web_tls_cert: str = ""          # PEM certificate chain: the web port serves HTTPS only
+    web_tls_key: str = ""           # its PEM private key (both, or neither)
     query_timeout_s: int = 30       # /query limits, enforced by the engine (readonly=1)
     query_max_rows: int = 100_000
     query_max_memory_mb: int = 1024
@@ -110,6 +112,8 @@ class Settings:
             web_port=_int(env, "COVERWATCH_WEB_PORT", d.web_port),
             web_host=env.get("COVERWATCH_WEB_HOST", d.web_host),
             query_token=env.get("COVERWATCH_QUERY_TOKEN", ""),
+            web_tls_cert=env.get("COVERWATCH_WEB_TLS_CERT", ""),
+            web_tls_key=env.get("COVERWATCH_WEB_TLS_KEY", ""),
             query_timeout_s=_int(env, "COVERWATCH_QUERY_TIMEOUT_S", d.query_timeout_s),
             query_max_rows=_int(env, "COVERWATCH_QUERY_MAX_ROWS", d.query_max_rows),
             query_max_memory_mb=_int(env, "COVERWATCH_QUERY_MAX_MEMORY_MB",
@@ -146,6 +150,9 @@ class Settings:
         if s.stream_buffer < 1 or s.changelog_pending < 1 or s.malloc_mmap_threshold < 0:
             raise SystemExit("COVERWATCH_STREAM_BUFFER and COVERWATCH_CHANGELOG_PENDING must be "
                              ">= 1, COVERWATCH_MALLOC_MMAP_THRESHOLD >= 0")
+        if bool(s.web_tls_cert) != bool(s.web_tls_key):
+            raise SystemExit("COVERWATCH_WEB_TLS_CERT and COVERWATCH_WEB_TLS_KEY go together "
+                             "(a certificate chain and its private key, PEM files)")
         if s.prior not in ("text", "provided", "none"):
             raise SystemExit("COVERWATCH_PRIOR must be text, provided or none")
         if not s.threshold > RELEASE:

@@ -186,3 +186,63 @@ def test_without_a_token_only_loopback_peers_may_query(kafka, tmp_path):
         assert w.metrics()["coverwatch_queries_refused_total"] >= 1
     finally:
         w.stop(signal.SIGKILL)
+
+
+def self_signed(tmp: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, made by the openssl command line."""
+    import shutil
+    import subprocess
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make a test certificate")
+    cert, key = tmp / "web.pem", tmp / "web.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+def test_with_a_certificate_the_port_serves_https_only(kafka, tmp_path):
+    """Published beyond loopback, a token and query results would cross the network in
+    clear: with COVERWATCH_WEB_TLS_CERT/_KEY the port speaks TLS (1.2+) and nothing else,
+    and `coverwatch query` reaches it through the same certificate."""
+    import ssl
+    cert, key = self_signed(tmp_path)
+    w = make_worker(kafka, tmp_path, COVERWATCH_DETECTOR="burst", COVERWATCH_EMBEDDER="none",
+                    COVERWATCH_QUERY_TOKEN="s3cret", COVERWATCH_WEB_TLS_CERT=cert,
+                    COVERWATCH_WEB_TLS_KEY=key).start()
+    try:
+        assert w.url.startswith("https://")
+        auth = {"Authorization": "Bearer s3cret"}
+        body = orjson.dumps({"sql": "SELECT 1"})
+        ctx = ssl.create_default_context(cafile=cert)
+        req = urllib.request.Request(f"{w.url}/query", data=body, headers=auth)
+        with urllib.request.urlopen(req, timeout=60, context=ctx) as r:
+            assert orjson.loads(r.read())["rows"] == [[1]]
+        plain = f"http://127.0.0.1:{w.settings.web_port}/query"
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(urllib.request.Request(plain, data=body, headers=auth),
+                                   timeout=10)
+        old = ssl.create_default_context(cafile=cert)          # TLS 1.1 is refused
+        old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+        with pytest.raises((ssl.SSLError, urllib.error.URLError)):
+            urllib.request.urlopen(f"{w.url}/metrics", timeout=10, context=old)
+        from dataclasses import replace
+
+        from pipeline.analyst import _via_worker
+        s = replace(w.settings, query_token="s3cret", web_tls_cert=cert, web_tls_key=key)
+        assert _via_worker(s, "SELECT 2", None)[1] == [[2]]
+    finally:
+        w.stop(signal.SIGKILL)
+
+
+def test_a_certificate_without_its_key_stops_the_worker_with_a_clear_message(tmp_path):
+    from pipeline.settings import Settings
+    cert, key = self_signed(tmp_path)
+    with pytest.raises(SystemExit, match="go together"):
+        Settings.from_env({"COVERWATCH_WEB_TLS_CERT": cert})
+    from pipeline.web_tls import server_context
+    s = Settings.from_env({"COVERWATCH_WEB_TLS_CERT": cert,
+                           "COVERWATCH_WEB_TLS_KEY": str(tmp_path / "missing.key")})
+    with pytest.raises(SystemExit, match="cannot load"):
+        server_context(s)
+    assert server_context(Settings.from_env({})) is None

@@ -28,7 +28,7 @@ import faust
 import orjson
 from faust.types import TP
 
-from pipeline import build
+from pipeline import build, web_tls
 from pipeline.contracts.alerts import Alert
 from pipeline.detect import DETECTOR_VERSION
 from pipeline.kafka_io import committed_offsets
@@ -136,6 +136,7 @@ def create_app(settings: Settings) -> faust.App:
         # Faust binds ``web_bind`` (default 0.0.0.0); ``web_host`` is only the advertised name
         web_bind=s.web_host,
         web_host=s.web_host,
+        web_ssl_context=web_tls.server_context(s),
         value_serializer="raw",
         key_serializer="raw",
         consumer_auto_offset_reset="earliest",

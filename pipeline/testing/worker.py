@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import ssl
 import time
 import urllib.parse
 import urllib.request
@@ -85,7 +86,15 @@ class WorkerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.web_port}"
+        scheme = "https" if self.env.get("COVERWATCH_WEB_TLS_CERT") else "http"
+        return f"{scheme}://127.0.0.1:{self.settings.web_port}"
+
+    def open(self, req, timeout: float):
+        """``urlopen`` of this worker's web port (over TLS: trusting its own certificate,
+        whose name must be 127.0.0.1)."""
+        cert = self.env.get("COVERWATCH_WEB_TLS_CERT")
+        ctx = ssl.create_default_context(cafile=cert) if cert else None
+        return urllib.request.urlopen(req, timeout=timeout, context=ctx)
 
     @property
     def pid(self) -> int:
@@ -190,7 +199,7 @@ class WorkerProcess:
             return ""
 
     def metrics(self) -> dict[str, float]:
-        body = urllib.request.urlopen(f"{self.url}/metrics", timeout=5).read().decode()
+        body = self.open(f"{self.url}/metrics", timeout=5).read().decode()
         out = {}
         for line in body.splitlines():
             if line and not line.startswith("#"):
@@ -233,7 +242,7 @@ class WorkerProcess:
         """Rows of a read-only query through the worker's ``/query`` endpoint."""
         req = urllib.request.Request(f"{self.url}/query", data=orjson.dumps({"sql": sql}),
                                      headers={"Content-Type": "application/json"})
-        body = orjson.loads(urllib.request.urlopen(req, timeout=timeout).read())
+        body = orjson.loads(self.open(req, timeout=timeout).read())
         if "error" in body:
             raise RuntimeError(body["error"])
         return body["rows"]
