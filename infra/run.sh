@@ -33,8 +33,10 @@ trap cleanup INT TERM EXIT
 $BIN/coverwatch worker --loglevel warning > var/worker.log 2>&1 &
 worker_pid=$!
 echo "worker started (pid $worker_pid, log var/worker.log); waiting for it..."
+web=(http://127.0.0.1:$COVERWATCH_WEB_PORT)   # HTTPS when the web port has a certificate
+[ -n "${COVERWATCH_WEB_TLS_CERT:-}" ] && web=(https://127.0.0.1:$COVERWATCH_WEB_PORT --cacert "$COVERWATCH_WEB_TLS_CERT")
 for _ in $(seq 1 120); do
-  if curl -sf "http://127.0.0.1:$COVERWATCH_WEB_PORT/metrics" >/dev/null 2>&1; then break; fi
+  if curl -sf "${web[0]}/metrics" "${web[@]:1}" >/dev/null 2>&1; then break; fi
   kill -0 "$worker_pid" 2>/dev/null || { echo "worker died:"; tail -30 var/worker.log; exit 1; }
   sleep 1
 done
