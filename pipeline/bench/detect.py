@@ -41,8 +41,14 @@ LIVE = "live_start"   # a robustness column: the deployment set-up, not an attac
 # another: one tenant per attack family (hydras as usual), so attackers are not a fifth of
 # the population benign tenants are judged against (a benign verdict must not depend on it)
 RARE = "attackers_rare"
-SETUPS = {LIVE: ({"live": True}, "every tenant from the first hour", "live start"),
-          RARE: ({"attackers": 1}, "one attacker per family", "attackers rare")}
+# per set-up: generate()'s options, its table column, its progress label, what the table
+# says of it
+SETUPS = {LIVE: ({"live": True}, "every tenant from the first hour", "live start",
+                 "with every tenant, attackers included, already active in the first hour of "
+                 "the stream (detection starts on a gateway with customers)"),
+          RARE: ({"attackers": 1}, "one attacker per family", "attackers rare",
+                 "with one tenant per attack family (hydras as usual), so attackers are not a "
+                 "fifth of the population benign tenants are judged against")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -186,8 +192,8 @@ def robustness(mode: str, seed: int, sizes: dict, embedder, signals: list[str]) 
     attackers are rare."""
     out = {}
     for signal in signals:
-        options, _, label = SETUPS.get(signal, ({"neutral": signal}, "",
-                                                f"{signal} uninformative"))
+        options, _, label, _ = SETUPS.get(signal, ({"neutral": signal}, "",
+                                                   f"{signal} uninformative", ""))
         traffic = traffic_for("report", mode, seed, sizes, **options)
         first, _ = drive(traffic, {"coverwatch-online": make_coverwatch(mode=mode)}, embedder,
                          label=f"{mode}, {label}")
@@ -337,12 +343,7 @@ def markdown(result: dict) -> str:
                  else f"{k.replace('_', ' ')} uninformative", v) for k, v in rob.items()]
             lines += ["", "Robustness: `coverwatch-online` with one attacker-controlled signal "
                       "at a time drawn from the benign tenants' distribution"
-                      + ("; with every tenant, attackers included, already active in the "
-                         "first hour of the stream (detection starts on a gateway with "
-                         "customers)" if LIVE in rob else "")
-                      + ("; and with one tenant per attack family (hydras as usual), so "
-                         "attackers are not a fifth of the population benign tenants are "
-                         "judged against" if RARE in rob else "") + ".", "",
+                      + "".join(f"; {SETUPS[k][3]}" for k in rob if k in SETUPS) + ".", "",
                       "| family | " + " | ".join(c for c, _ in cols) + " |",
                       "|---|" + "---:|" * len(cols)]
             for fam in [f for f in ATTACKS + BENIGN if f in first]:

@@ -11,15 +11,16 @@ import os
 import signal
 import subprocess
 import sys
-import ssl
 import time
 import urllib.parse
 import urllib.request
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 
+from pipeline import web_tls
 from pipeline.settings import REPO_ROOT, Settings
 from pipeline.testing.kafka import free_port
 
@@ -79,6 +80,9 @@ class WorkerProcess:
         self.name = name
         self.module = module
         self.env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1", **env}
+        # the web port as the worker serves it (TLS when the environment gives a certificate)
+        self._web = replace(settings, web_tls_cert=self.env.get("COVERWATCH_WEB_TLS_CERT", ""),
+                            web_tls_key=self.env.get("COVERWATCH_WEB_TLS_KEY", ""))
         self.log = workdir / f"{name}-{settings.app_id}.log"
         self.proc: subprocess.Popen | None = None
         self.launched_at = 0.0
@@ -86,15 +90,12 @@ class WorkerProcess:
 
     @property
     def url(self) -> str:
-        scheme = "https" if self.env.get("COVERWATCH_WEB_TLS_CERT") else "http"
-        return f"{scheme}://127.0.0.1:{self.settings.web_port}"
+        return web_tls.local_url(self._web)
 
     def open(self, req, timeout: float):
-        """``urlopen`` of this worker's web port (over TLS: trusting its own certificate,
-        whose name must be 127.0.0.1)."""
-        cert = self.env.get("COVERWATCH_WEB_TLS_CERT")
-        ctx = ssl.create_default_context(cafile=cert) if cert else None
-        return urllib.request.urlopen(req, timeout=timeout, context=ctx)
+        """``urlopen`` of this worker's web port (over TLS as ``coverwatch query`` opens it)."""
+        return urllib.request.urlopen(req, timeout=timeout,
+                                      context=web_tls.client_context(self._web))
 
     @property
     def pid(self) -> int:
