@@ -11,9 +11,21 @@ mkdir -p var
 
 started_kafka=0
 if ! bash infra/kafka.sh status --data var/kafka >/dev/null 2>&1; then
+  # Each run is a fresh demo: a second run would otherwise restore the first one's tenants
+  # (the sweeper re-sending prompts it already sent is no longer novel) and alert late or
+  # never. The previous run's broker data, worker state and ClickHouse tables are kept in
+  # var/previous-run (one run back) for analysts; KEEP_STATE=1 keeps them in place instead.
+  state=(); for d in kafka worker clickhouse worker.log; do [ -e "var/$d" ] && state+=("var/$d"); done
+  if [ "${KEEP_STATE:-0}" != 1 ] && [ ${#state[@]} -gt 0 ]; then
+    rm -rf var/previous-run && mkdir -p var/previous-run && mv "${state[@]}" var/previous-run/
+    echo "fresh demo state: the previous run's ${state[*]} moved to var/previous-run (KEEP_STATE=1 keeps them)"
+  fi
   # --sasl: the broker serves only clients that log in (its password: var/kafka/credentials.env)
   bash infra/kafka.sh start --port "$PORT" --controller-port $((PORT + 1)) --data var/kafka --sasl
   started_kafka=1
+else
+  echo "a broker is already running on var/kafka: the worker resumes its state there, so the demo's"
+  echo "tenants are not new and the first alert can come late (stop it for a fresh demo: make kafka-stop)"
 fi
 eval "$(bash infra/kafka.sh env --data var/kafka)"   # the worker and the demo log in with these
 bash infra/kafka.sh topics --port "$PORT" api-logs:4 api-logs-dlq:1 alerts:1 coverwatch-events:4 coverwatch-summaries:1
