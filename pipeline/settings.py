@@ -75,7 +75,6 @@ class Settings:
     stream_buffer: int = 16         # internal messages (up to 8 MB each) read ahead, and per batch
     changelog_pending: int = 2_000  # tenant-state writes queued for the changelog before a batch waits
     malloc_mmap_threshold: int = 1 << 20   # glibc: allocations this big go to mmap (0: glibc's)
-    malloc_arena_max: int = 2              # glibc: malloc arenas at most (0: glibc's, 8 a core)
     detector: str = "coverwatch"
     prior: str = "text"                # population prior: text | provided | none
     threshold: float = 1.0             # coverwatch: window score at which an alert opens
@@ -131,7 +130,6 @@ class Settings:
             changelog_pending=_int(env, "COVERWATCH_CHANGELOG_PENDING", d.changelog_pending),
             malloc_mmap_threshold=_int(env, "COVERWATCH_MALLOC_MMAP_THRESHOLD",
                                        d.malloc_mmap_threshold),
-            malloc_arena_max=_int(env, "COVERWATCH_MALLOC_ARENA_MAX", d.malloc_arena_max),
             detector=env.get("COVERWATCH_DETECTOR", d.detector),
             prior=env.get("COVERWATCH_PRIOR", d.prior),
             threshold=_float(env, "COVERWATCH_THRESHOLD", d.threshold),
@@ -149,11 +147,9 @@ class Settings:
             raise SystemExit("COVERWATCH_TABLE_STORE must be rocksdb or memory")
         if s.processes < 0:
             raise SystemExit("COVERWATCH_PROCESSES must be 0 (one per CPU) or more")
-        if s.stream_buffer < 1 or s.changelog_pending < 1 or s.malloc_mmap_threshold < 0 \
-                or s.malloc_arena_max < 0:
+        if s.stream_buffer < 1 or s.changelog_pending < 1 or s.malloc_mmap_threshold < 0:
             raise SystemExit("COVERWATCH_STREAM_BUFFER and COVERWATCH_CHANGELOG_PENDING must be "
-                             ">= 1, COVERWATCH_MALLOC_MMAP_THRESHOLD and "
-                             "COVERWATCH_MALLOC_ARENA_MAX >= 0")
+                             ">= 1, COVERWATCH_MALLOC_MMAP_THRESHOLD >= 0")
         if bool(s.web_tls_cert) != bool(s.web_tls_key):
             raise SystemExit("COVERWATCH_WEB_TLS_CERT and COVERWATCH_WEB_TLS_KEY go together "
                              "(a certificate chain and its private key, PEM files)")

@@ -420,11 +420,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
 
     from faust.worker import Worker
 
-    from pipeline.stream.malloc import cap_arenas, cap_mmap_threshold
+    from pipeline.stream.malloc import cap_mmap_threshold
     if cap_mmap_threshold(settings.malloc_mmap_threshold):
         log.info("glibc mmap threshold fixed at %d bytes", settings.malloc_mmap_threshold)
-    if cap_arenas(settings.malloc_arena_max):   # before Faust, the sink and Kafka start threads
-        log.info("glibc malloc arenas capped at %d", settings.malloc_arena_max)
     if settings.input_keyed:
         check_partitions(settings)   # refuses to start when the partition counts differ
     app = create_app(settings)
