@@ -18,7 +18,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -41,14 +41,22 @@ LIVE = "live_start"   # a robustness column: the deployment set-up, not an attac
 # another: one tenant per attack family (hydras as usual), so attackers are not a fifth of
 # the population benign tenants are judged against (a benign verdict must not depend on it)
 RARE = "attackers_rare"
-# per set-up: generate()'s options, its table column, its progress label, what the table
-# says of it
-SETUPS = {LIVE: ({"live": True}, "every tenant from the first hour", "live start",
-                 "with every tenant, attackers included, already active in the first hour of "
-                 "the stream (detection starts on a gateway with customers)"),
-          RARE: ({"attackers": 1}, "one attacker per family", "attackers rare",
-                 "with one tenant per attack family (hydras as usual), so attackers are not a "
-                 "fifth of the population benign tenants are judged against")}
+
+
+class Setup(NamedTuple):
+    """A robustness column that changes the deployment, not an attacker signal."""
+    options: dict    # generate()'s options
+    column: str      # its table column
+    label: str       # its progress label
+    sentence: str    # what the table says of it
+
+
+SETUPS = {LIVE: Setup({"live": True}, "every tenant from the first hour", "live start",
+                      "with every tenant, attackers included, already active in the first "
+                      "hour of the stream (detection starts on a gateway with customers)"),
+          RARE: Setup({"attackers": 1}, "one attacker per family", "attackers rare",
+                      "with one tenant per attack family (hydras as usual), so attackers are "
+                      "not a fifth of the population benign tenants are judged against")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -192,11 +200,11 @@ def robustness(mode: str, seed: int, sizes: dict, embedder, signals: list[str]) 
     attackers are rare."""
     out = {}
     for signal in signals:
-        options, _, label, _ = SETUPS.get(signal, ({"neutral": signal}, "",
-                                                   f"{signal} uninformative", ""))
-        traffic = traffic_for("report", mode, seed, sizes, **options)
+        setup = SETUPS.get(signal) or Setup({"neutral": signal}, "",
+                                            f"{signal} uninformative", "")
+        traffic = traffic_for("report", mode, seed, sizes, **setup.options)
         first, _ = drive(traffic, {"coverwatch-online": make_coverwatch(mode=mode)}, embedder,
-                         label=f"{mode}, {label}")
+                         label=f"{mode}, {setup.label}")
         out[signal] = evaluate(traffic.labels, first["coverwatch-online"])
     return out
 
@@ -339,11 +347,11 @@ def markdown(result: dict) -> str:
         if rob:
             base = dets.get("coverwatch-online")
             cols = ([("as generated", base)] if base else []) + [
-                (SETUPS[k][1] if k in SETUPS
+                (SETUPS[k].column if k in SETUPS
                  else f"{k.replace('_', ' ')} uninformative", v) for k, v in rob.items()]
             lines += ["", "Robustness: `coverwatch-online` with one attacker-controlled signal "
                       "at a time drawn from the benign tenants' distribution"
-                      + "".join(f"; {SETUPS[k][3]}" for k in rob if k in SETUPS) + ".", "",
+                      + "".join(f"; {SETUPS[k].sentence}" for k in rob if k in SETUPS) + ".", "",
                       "| family | " + " | ".join(c for c, _ in cols) + " |",
                       "|---|" + "---:|" * len(cols)]
             for fam in [f for f in ATTACKS + BENIGN if f in first]:
