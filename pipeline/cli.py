@@ -24,6 +24,7 @@ BENCHES = {
     "replay": ("pipeline.bench.replay", "a million events through coverwatch replay on one core"),
     "lofo": ("pipeline.bench.lofo", "leave-one-family-out: each attack family vs a detector chosen without it"),
     "age": ("pipeline.bench.alert_age", "at which window tenants first alert; without the first window"),
+    "scales": ("pipeline.bench.coverage_scales", "the coverage rule's per-age scales, read on calib traffic"),
 }
 
 

@@ -414,3 +414,58 @@ def test_a_window_judged_before_its_age_had_rare_cell_figures_is_judged_again():
     assert got.evidence["rejudged"]["window"] == 1 and got.evidence["rejudged"]["events_seen"] == 20
     assert got.evidence["rejudged"]["own_windows_now"] == 30
     assert "queries 1-20; judged again" in got.evidence["summary"], got.evidence["summary"]
+
+
+def test_coverage_reads_two_windows_from_the_fourth():
+    """One window's coverage is noisy, and judged alone, window after window, it flagged
+    long-lived chat products on one window (issue 14, session 21: 12 of 47 chat products,
+    text, attackers rare, at 590-6,980 queries). From age bucket ``SUSTAINED_FROM`` (the
+    fourth window) on the rule reads the mean of the tenant's last two windows' scores; a
+    younger tenant's window alone (a sweep must be named at its first windows)."""
+    from pipeline.detect.coverwatch import RULES, SUSTAINED_FROM
+    cov = [name for name, _, _ in RULES].index("coverage")
+    rng = np.random.default_rng(0)
+    topics = rng.standard_normal((5, DIM))
+    det = CoverwatchDetector(window=20, min_windows=20, seed=1, prior=None)
+    for i in range(0, 100, 10):
+        det.update_many([e for t in range(40) for e in app_events(
+            rng, topics, f"app{t}", 10, start=i)])
+    own, read = [], []
+    for k in range(8):              # sweeping and ordinary windows in turn
+        events = (sweep_events(rng, "t", 20, start=20 * k, template="{}", output_tokens=300)
+                  if k % 2 == 0 else app_events(rng, topics, "t", 20, start=20 * k))
+        s = det.update_many(events)[19].summary
+        own.append(det._tenants["t"].prev_cov)
+        read.append(s["rules"][cov])
+    assert all(a != b for a, b in zip(own, own[1:])) and own[0] > own[1], own
+    for k in range(8):
+        want = own[k] if age_bucket(k + 1) < SUSTAINED_FROM else 0.5 * (own[k] + own[k - 1])
+        assert read[k] == pytest.approx(want), (k, read, own)
+
+
+@pytest.mark.skipif(not corpus_available(), reason="the scales are read on the real prompts")
+def test_the_shipped_coverage_scales_are_what_their_reading_gives():
+    """``COVERAGE_BY_AGE`` from the fourth window on is read by ``coverwatch bench scales``
+    (calib split, one attacker per family): a change to the coverage rule, the prior or the
+    features must read them again, or the worker runs with scales fitted to another rule."""
+    from pipeline.bench.coverage_scales import read_scales
+    from pipeline.bench.detect import FULL
+    from pipeline.detect.coverwatch import COVERAGE_BY_AGE
+    for mode in ("provided", "text"):
+        got = read_scales(mode, 0, FULL["calib"])["scales"]
+        assert tuple(got) == COVERAGE_BY_AGE[mode], (mode, got)
+
+
+def test_a_tenant_checkpointed_before_the_two_window_rule_restores():
+    """A deployment's tenant states outlive an upgrade: a state pickled before
+    ``TenantState`` had ``prev_cov`` must restore and keep scoring (its first window after
+    the upgrade is read alone)."""
+    import pickle
+    rng = np.random.default_rng(4)
+    det = CoverwatchDetector(window=20, min_windows=20, seed=5)
+    det.update_many(sweep_events(rng, "old", 100))
+    old = pickle.loads(det.dump_tenant("old"))
+    del old.prev_cov                               # as pickled before the field existed
+    det.load_tenant("old", pickle.dumps(old))
+    scored = det.update_many(sweep_events(rng, "old", 100, start=100))
+    assert sum(s.summary is not None for s in scored) == 5

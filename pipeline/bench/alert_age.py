@@ -31,7 +31,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from pipeline.bench import save
-from pipeline.bench.detect import events_for, get_text_embedder, single_thread_blas
+from pipeline.bench.detect import events_for, get_text_embedder, single_thread_blas, window_summaries
 from pipeline.bench.lofo import SIZES
 from pipeline.simulate.traffic import generate
 
@@ -62,19 +62,9 @@ def window_scores(split: str, mode: str, seed: int, sizes: dict, one_scale: bool
     det = CoverwatchDetector(prior=prior, rule_scales=scales)
     seq: dict = defaultdict(list)
     embedder = get_text_embedder() if mode == "text" else None
-    batch: list = []
-
-    def fold() -> None:
-        det.update_many(batch)
-        for s in det.drain_summaries():
-            seq[s["tenant_id"]].append((s["window"], s["events_seen"],
-                                        np.asarray(s["rules"]) / scales[:, age_bucket(s["window"])]))
-        batch.clear()
-    for e in events_for(traffic, embedder):
-        batch.append(e)
-        if len(batch) == 1024:
-            fold()
-    fold()
+    for s in window_summaries(det, events_for(traffic, embedder), batch=1024):
+        seq[s["tenant_id"]].append((s["window"], s["events_seen"],
+                                    np.asarray(s["rules"]) / scales[:, age_bucket(s["window"])]))
     return seq, traffic.labels
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -233,6 +233,20 @@ def events_for(traffic: Traffic, embedder) -> Iterator[Event]:
             yield from _embed_batch(batch, embedder)
             batch = []
     yield from _embed_batch(batch, embedder)
+
+
+def window_summaries(det, events: Iterable[Event], batch: int = 2048) -> Iterator[dict]:
+    """Every window summary our detector emits over ``events``, fed in batches as the
+    worker feeds it."""
+    buf: list[Event] = []
+    for e in events:
+        buf.append(e)
+        if len(buf) == batch:
+            det.update_many(buf)
+            yield from det.drain_summaries()
+            buf = []
+    det.update_many(buf)
+    yield from det.drain_summaries()
 
 
 def _embed_batch(batch: list[Event], embedder) -> list[Event]:

@@ -26,7 +26,7 @@ from collections import defaultdict
 import numpy as np
 
 from pipeline.bench import save
-from pipeline.bench.detect import events_for, get_text_embedder, single_thread_blas
+from pipeline.bench.detect import events_for, get_text_embedder, single_thread_blas, window_summaries
 from pipeline.simulate.tenants import ATTACKS
 from pipeline.simulate.traffic import generate
 
@@ -61,24 +61,12 @@ def tenant_maxima(split: str, mode: str, seed: int, sizes: dict):
         det = cw.CoverwatchDetector(prior="provided" if mode == "provided" else "text")
         names = [r[0] for r in cw.RULES]
         best: dict = defaultdict(lambda: np.full(len(names), -np.inf))
-        batch = []
         embedder = get_text_embedder() if mode == "text" else None
-        for e in events_for(traffic, embedder):
-            batch.append(e)
-            if len(batch) == 1024:
-                _fold(det, batch, best)
-                batch = []
-        _fold(det, batch, best)
+        for s in window_summaries(det, events_for(traffic, embedder), batch=1024):
+            np.maximum(best[s["tenant_id"]], s["rules"], out=best[s["tenant_id"]])
     finally:
         cw.RULES, cw.RULE_SCALES, cw._RULE_IDX, cw._RULE_GATES = saved
     return names, best, traffic.labels
-
-
-def _fold(det, batch, best) -> None:
-    det.update_many(batch)
-    for s in det.drain_summaries():
-        t = s["tenant_id"]
-        np.maximum(best[t], s["rules"], out=best[t])
 
 
 def choose(names, best, labels, held_out: str | None) -> dict:

@@ -96,7 +96,9 @@ RULES = (
     ("cot", "lead", ("cot", "newp", "growth")),
     # sweeps: broad windows that keep reaching new regions with never-sent prompts
     # (``rare``: share of the window in cells the population rarely visits, which is where
-    # broad human chat does not go and corpus sweeps do)
+    # broad human chat does not go and corpus sweeps do). From the tenant's fourth window
+    # on, read over its last two windows (the mean of their scores, see
+    # ``CoverwatchDetector._sustained``)
     ("coverage", "mean", ("growth", "spread6", "newp", "rare")),
     # a takeover through the victim's own client: the tenant's content moved (MMD against
     # its own past) and broadened (a new feature adds a topic or two; a thief sweeps)
@@ -129,10 +131,13 @@ AGE_FREE_RULES = ("cot", "takeover")
 # traffic flag 4.4% of the report split's ordinary benign tenants in text mode, not 1.8%).
 RULE_SCALES = (0.85, 1.15, 2.0, 0.5, 2.5)
 # The coverage rule's scale per age bucket (windows 1, 2-3, 4-7, ..., 128+) and embedding
-# space: the first window keeps RULE_SCALES's; each older bucket's is the 99th percentile
-# (x1.05) of calib ordinary benign tenants' largest coverage score in that bucket, 7 days,
-# detector with one scale and the space's prior (buckets with < 30 such tenants inherit the
-# younger one's), never above the first window's. One scale for all ages left a sweep caught at its first window or never:
+# space. Buckets from SUSTAINED_FROM on (session 21, the rule reading two windows there):
+# the 99th percentile (x1.05) of the calib split's ordinary benign tenants' largest
+# two-window coverage score in that bucket, 7 days, one tenant per attack family, detector
+# with one scale (1.15) and the space's prior (buckets with < 30 such tenants inherit the
+# younger one's), never above the first window's: ``coverwatch bench scales`` reads them
+# and a test pins them to its output. The young buckets keep the readings below. One scale
+# for all ages left a sweep caught at its first window or never:
 # later, tenants of the same age are broader on average and a sweep's score falls below
 # it (issue 14, ``coverwatch bench age``), so a thief whose first 50 queries are ordinary
 # went unseen.
@@ -151,8 +156,11 @@ RULE_SCALES = (0.85, 1.15, 2.0, 0.5, 2.5)
 # 2.2% (live start) and change nothing with ``bench detect``'s mix; buckets 1-4 read again
 # cost slow-and-low 88% -> 50% and adaptive 25% -> 0 at live start. That split was chosen
 # looking at the report split (``bench/README.md``, session 19).
-COVERAGE_BY_AGE = {"provided": (1.15, 1.15, 1.11, 1.02, 1.03, 1.15, 1.15, 1.15),
-                   "text": (1.15, 1.07, 1.1, 0.95, 0.87, 1.03, 1.03, 1.03)}
+COVERAGE_BY_AGE = {"provided": (1.15, 1.15, 1.01, 0.97, 0.87, 1.01, 1.01, 1.01),
+                   "text": (1.15, 1.07, 1.03, 0.98, 0.76, 1.02, 1.02, 1.02)}
+# The age bucket (windows 4-7) from which the coverage rule reads the tenant's last two
+# windows rather than one (session 21; ``bench/README.md``).
+SUSTAINED_FROM = 2
 MIN_RULE_SCALE = 0.5
 CALIBRATION_TENANTS = 100    # per age bucket, to fit that bucket's own scales
 CALIBRATION_MARGIN = 1.05
@@ -461,17 +469,24 @@ class CoverwatchDetector:
         x = [feats[f] for f in ALL_FEATURES]
         q = self._pop.quantiles(bucket)
         raw, fired, top, rules, common = 0.0, [], None, [0.0] * len(RULES), False
+        alone = 0.0                          # the window's score on its own (see _teaches)
         if q is not None:
             rules, sc, ex, p90 = self._score(x, q, bucket)
             common = ex[_RARE] <= 0         # False for NaN (no rare-cell figures yet)
+            alone = max(sc)
+            # (a state checkpointed before session 21 has no prev_cov)
+            prev, s.prev_cov = getattr(s, "prev_cov", math.nan), rules[_COVERAGE]
+            rules[_COVERAGE], sc[_COVERAGE] = self._sustained(rules[_COVERAGE], prev, bucket)
             raw, fired, top = self._verdict(x, sc, ex, p90)
+        else:
+            prev = s.prev_cov = math.nan
         own = int(self._pop.count[bucket])
         if raw < self.threshold and not s.alerting and s.n >= s.quiet_until \
                 and x[_RARE] == x[_RARE] and not self._has_rare_figure(q) \
                 and own < self.population_windows:
-            self._pending[bucket].append((event.tenant_id, k, s.n, x, (w_v, w_p, w_tok), own))
+            self._pending[bucket].append((event.tenant_id, k, s.n, x, (w_v, w_p, w_tok), own, prev))
         if feeds_population(k) and own < self.population_windows \
-                and self._teaches(x, bucket, raw, common):
+                and self._teaches(x, bucket, alone, common):
             self._pop.learn(bucket, np.array(x))
             self._hst.learn_one(x_hst)
             if own + 1 in REJUDGE_AT and self._pending[bucket]:
@@ -495,11 +510,13 @@ class CoverwatchDetector:
         if not self._has_rare_figure(q):
             return
         now = int(self._pop.count[bucket])
-        for tid, k, n, x, had, own in self._pending[bucket]:
+        for tid, k, n, x, had, own, prev in self._pending[bucket]:
             s = self._tenants.get(tid)
             if s is not None and (s.alerting or s.n < s.quiet_until):
                 continue                     # an episode of its own meanwhile
-            raw, fired, top = self._verdict(x, *self._score(x, q, bucket)[1:])
+            rules, sc, ex, p90 = self._score(x, q, bucket)
+            sc[_COVERAGE] = self._sustained(rules[_COVERAGE], prev, bucket)[1]
+            raw, fired, top = self._verdict(x, sc, ex, p90)
             if not fired:
                 continue
             if s is None:                    # evicted since: an episode of its own
@@ -531,6 +548,16 @@ class CoverwatchDetector:
                if not math.isnan(x[_IDX[f]])]
         return sc[j], fired, top
 
+    def _sustained(self, cur: float, prev: float, bucket: int) -> tuple[float, float]:
+        """The coverage rule's score (unscaled, scaled) from the window's own ``cur`` and the
+        tenant's previous window's ``prev``: from age bucket :data:`SUSTAINED_FROM` on, the
+        mean of the two (one window of a long-lived tenant is noise against its history);
+        younger, the window alone (a sweep must be named at its first windows: a hydra
+        member sends about a hundred queries, and a small gateway has no population)."""
+        if bucket >= SUSTAINED_FROM and prev == prev and prev != GATED and cur != GATED:
+            cur = 0.5 * (cur + prev)
+        return cur, cur / self._scales[_COVERAGE, bucket]
+
     def _has_rare_figure(self, q: np.ndarray | None) -> bool:
         """Whether quantiles ``q`` give the rare-cell share a population figure."""
         if q is None:
@@ -551,7 +578,11 @@ class CoverwatchDetector:
     def _teaches(self, x: list, bucket: int, raw: float, common: bool = False) -> bool:
         """Whether a window may teach the population. Attackers are part of the traffic
         and must not become its high quantiles, so a window that looks like one stays
-        out: with a prior, one scoring :data:`PRIOR_LEARN_BELOW` or more against the prior
+        out, judged on its own (``raw``: the window's score with its own coverage, not
+        the two-window coverage the alert reads: the population is one of single windows;
+        gated on two windows, broad public windows taught the built prior, which then
+        missed 90% of a small gateway's sweeps): with a prior, one scoring
+        :data:`PRIOR_LEARN_BELOW` or more against the prior
         *alone* (a fixed reference: judged against the population it would teach, the
         exclusion feeds on itself, each excluded broad window narrowing the population
         until ordinary broad tenants are flagged: 6% of ordinary benign tenants on the

@@ -134,6 +134,7 @@ class TenantState:
     episode: int = 0
     quiet_until: int = 0
     last_fired: str = ""
+    prev_cov: float = math.nan  # the previous window's own unscaled coverage score
 
 
 def set_bit(bm: bytearray, i: int) -> bool:
