@@ -31,7 +31,8 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from pipeline.bench import save
-from pipeline.bench.detect import events_for, get_text_embedder, single_thread_blas, window_summaries
+from pipeline.bench.detect import (events_for, get_text_embedder, modes_of, prior_for,
+                                   single_thread_blas, window_summaries)
 from pipeline.bench.lofo import SIZES
 from pipeline.simulate.traffic import generate
 
@@ -57,7 +58,7 @@ def window_scores(split: str, mode: str, seed: int, sizes: dict, one_scale: bool
     from pipeline.detect.population import age_bucket
     traffic = generate(split, seed=seed, mode=mode, **sizes)
     # the prior of the mode's embedding space, as bench detect and a configured worker use
-    prior = "provided" if mode == "provided" else "text"
+    prior = prior_for(mode)
     scales = default_scales(None if one_scale else prior)   # None: RULE_SCALES at every age
     det = CoverwatchDetector(prior=prior, rule_scales=scales)
     seq: dict = defaultdict(list)
@@ -182,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     single_thread_blas()
     sizes = SIZES["quick" if args.quick else "full"]
     result = {"seed": args.seed, "sizes": sizes, "runs": {}}
-    for mode in [m for m in args.modes.split(",") if m]:
+    for mode in modes_of(args.modes):
         for split in [s for s in args.splits.split(",") if s]:
             print(f"[age] {split} split, {mode} ...", file=sys.stderr)
             for name, one in (("coverwatch", False), ("one scale", True)):

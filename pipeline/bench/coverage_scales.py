@@ -7,8 +7,8 @@ how those of tenants old enough to be read over two windows (buckets from
 can be checked and read again when the rule changes: the *calib* prompt split (never the
 report split the benchmarks publish), 7 days, one tenant per attack family (scales read
 where sweeps are most of the old tenants come out fitted to sweeps), the detector with the
-space's prior and one coverage scale (:data:`SCALE`) for all ages, run online as the worker
-runs. Per age bucket, the 99th percentile of the ordinary benign tenants' largest unscaled
+space's prior and the one coverage scale of :data:`~pipeline.detect.coverwatch.RULE_SCALES`
+for all ages (it decides which windows teach), run online as the worker runs. Per age bucket, the 99th percentile of the ordinary benign tenants' largest unscaled
 coverage score, times :data:`~pipeline.detect.coverwatch.CALIBRATION_MARGIN`, never above
 the first window's; a bucket with fewer than :data:`MIN_TENANTS` such tenants inherits the
 younger one's. The young buckets keep their earlier readings (sessions 10 and 19, one
@@ -25,10 +25,12 @@ from collections import defaultdict
 import numpy as np
 
 from pipeline.bench import save
-from pipeline.bench.detect import (FULL, events_for, get_text_embedder, single_thread_blas,
-                                   traffic_for, window_summaries)
+from pipeline.bench.detect import (FULL, events_for, get_text_embedder, modes_of, prior_for,
+                                   single_thread_blas, traffic_for, window_summaries)
+from pipeline.detect.coverwatch import (CALIBRATION_MARGIN, COVERAGE_BY_AGE, GATED, RULES,
+                                        SUSTAINED_FROM, CoverwatchDetector, default_scales)
+from pipeline.detect.population import BUCKETS, age_bucket
 
-SCALE = 1.15          # the one coverage scale the reading runs with (it decides what teaches)
 MIN_TENANTS = 30
 QUANTILE = 0.99
 
@@ -41,14 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_scales(mode: str, seed: int, sizes: dict) -> dict:
     """Per age bucket: ordinary benign tenants, their score quantile and the scale."""
-    from pipeline.detect.coverwatch import (CALIBRATION_MARGIN, COVERAGE_BY_AGE, GATED, RULES,
-                                            SUSTAINED_FROM, CoverwatchDetector, default_scales)
-    from pipeline.detect.population import BUCKETS, age_bucket
     cov = [name for name, _, _ in RULES].index("coverage")
-    prior = "provided" if mode == "provided" else "text"
-    scales = default_scales(prior)
-    scales[cov, :] = SCALE
-    det = CoverwatchDetector(prior=prior, rule_scales=tuple(map(tuple, scales)))
+    prior = prior_for(mode)
+    det = CoverwatchDetector(prior=prior, rule_scales=default_scales(None))  # one scale, all ages
     traffic = traffic_for("calib", mode, seed, sizes, attackers=1)
     ordinary = {t for t, lab in traffic.labels.items()
                 if not lab["is_attack"] and not lab.get("hard_negative")}
@@ -80,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"seed": args.seed, "sizes": FULL["calib"], "modes": {}}
     lines = ["# Coverage scales per age bucket (calib split, attackers rare)", "",
              "| mode | scales (buckets 1, 2-3, 4-7, ..., 128+) |", "|---|---|"]
-    for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+    for mode in modes_of(args.modes):
         print(f"[scales {mode}] calib split ...", file=sys.stderr)
         got = read_scales(mode, args.seed, FULL["calib"])
         result["modes"][mode] = got

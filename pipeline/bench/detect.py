@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     names = [d.strip() for d in args.detectors.split(",") if d.strip()]
     result: dict = {"split": "report", "seed": args.seed, "quick": bool(args.quick),
                     "target_fpr_calib": TARGET_FPR, "modes": {}}
-    for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+    for mode in modes_of(args.modes):
         report = traffic_for("report", mode, args.seed, sizes["report"])
         if report.stand_in:
             print("warning: prompt corpus not found; benchmarking on the synthetic stand-in "
@@ -147,6 +147,16 @@ def single_thread_blas() -> bool:
 
 # ---- detectors -------------------------------------------------------------------------------
 
+def modes_of(arg: str) -> list[str]:
+    """The embedding modes a ``--modes`` argument names (comma-separated)."""
+    return [m.strip() for m in arg.split(",") if m.strip()]
+
+
+def prior_for(mode: str) -> str:
+    """The shipped prior of a mode's embedding space (metadata-only logs: the text one)."""
+    return "provided" if mode == "provided" else "text"
+
+
 def make_coverwatch(calib_events: list[Event] | None = None, mode: str = "text"):
     """Our detector (with the prior of the mode's embedding space), or BurstDetector (with a
     warning) until pipeline.detect.coverwatch exists."""
@@ -157,7 +167,7 @@ def make_coverwatch(calib_events: list[Event] | None = None, mode: str = "text")
         print(f"warning: CoverwatchDetector unavailable ({exc}); BurstDetector stands in",
               file=sys.stderr)
         return BurstDetector()
-    prior = "provided" if mode == "provided" else "text"
+    prior = prior_for(mode)
     if calib_events is not None and hasattr(CoverwatchDetector, "calibrate"):
         return CoverwatchDetector.calibrate(calib_events, target_fpr=TARGET_FPR, prior=prior)
     return CoverwatchDetector(prior=prior)

@@ -26,7 +26,8 @@ from collections import defaultdict
 import numpy as np
 
 from pipeline.bench import save
-from pipeline.bench.detect import events_for, get_text_embedder, single_thread_blas, window_summaries
+from pipeline.bench.detect import (events_for, get_text_embedder, modes_of, prior_for,
+                                   single_thread_blas, window_summaries)
 from pipeline.simulate.tenants import ATTACKS
 from pipeline.simulate.traffic import generate
 
@@ -58,7 +59,7 @@ def tenant_maxima(split: str, mode: str, seed: int, sizes: dict):
         cw._RULE_IDX = [[cw._IDX[f] for f in feats] for _, _, feats in cw.RULES]
         cw._RULE_GATES = saved[3] + [()] * len(extra)
         traffic = generate(split, seed=seed, mode=mode, **sizes)
-        det = cw.CoverwatchDetector(prior="provided" if mode == "provided" else "text")
+        det = cw.CoverwatchDetector(prior=prior_for(mode))
         names = [r[0] for r in cw.RULES]
         best: dict = defaultdict(lambda: np.full(len(names), -np.inf))
         embedder = get_text_embedder() if mode == "text" else None
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     single_thread_blas()
     sizes = SIZES["quick" if args.quick else "full"]
     result = {"seed": args.seed, "quick": bool(args.quick), "sizes": sizes, "modes": {}}
-    for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+    for mode in modes_of(args.modes):
         print(f"[lofo {mode}] calib split ...", file=sys.stderr)
         c_names, c_best, c_labels = tenant_maxima("calib", mode, args.seed, sizes)
         print(f"[lofo {mode}] report split ...", file=sys.stderr)
